@@ -1,0 +1,62 @@
+"""hello: a small stdlib web app shiplift releases in its demo and tests.
+
+GET /healthz -> 200 "ok"; GET /version -> the version; GET / -> a greeting.
+The build arg BROKEN (baked into the image as the env var HELLO_BROKEN) makes demo failures:
+  exit       exit at start with code 3
+  unhealthy  serve, but answer 500 on /healthz forever
+"""
+
+import os
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VERSION = os.environ.get("HELLO_VERSION", "dev")
+BROKEN = os.environ.get("HELLO_BROKEN", "")
+PORT = int(os.environ.get("PORT", "8000"))
+STARTED = time.time()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _send(self, code: int, body: str) -> None:
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Hello-Version", VERSION)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/healthz":
+            if BROKEN == "unhealthy":
+                self._send(500, "broken on purpose\n")
+            else:
+                self._send(200, "ok\n")
+        elif self.path == "/version":
+            self._send(200, VERSION + "\n")
+        else:
+            self._send(200, f"hello from {VERSION}\n")
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet under load
+        pass
+
+
+def main() -> None:
+    if BROKEN == "exit":
+        print("hello: broken on purpose, exiting", file=sys.stderr)
+        sys.exit(3)
+    server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
+    server.daemon_threads = True
+    # serve_forever runs in this thread: shut down from another one, then return from main.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print(f"hello {VERSION} listening on {PORT}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

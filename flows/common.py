@@ -1,0 +1,58 @@
+"""What every flow needs: the config, the ledger, retry settings, the run id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from prefect import Task
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+from shiplift.config import Config, load_config
+from shiplift.errors import ReleaseError
+from shiplift.ledger import Ledger, ledger_url, open_ledger
+
+T = TypeVar("T", bound=Task[Any, Any])
+
+SUPPORTED_STRATEGIES = ("replace",)
+
+
+@dataclass
+class Context:
+    config: Config
+    ledger: Ledger
+    run_id: str | None
+
+    def retried(self, task: T) -> T:
+        """``task`` with the config's retry budget: exponential backoff with jitter."""
+        retries = self.config.retries
+        return task.with_options(  # type: ignore[return-value]
+            retries=retries.count,
+            retry_delay_seconds=exponential_backoff(retries.backoff_seconds) if retries.backoff_seconds else 0,
+            retry_jitter_factor=retries.jitter if retries.backoff_seconds else None,
+        )
+
+
+def open_context(config_path: str) -> Context:
+    config = load_config(config_path)
+    ledger = open_ledger(ledger_url(config.root, config.ledger.url))
+    run_id = flow_run.get_id()
+    return Context(config=config, ledger=ledger, run_id=str(run_id) if run_id else None)
+
+
+def check_supported(config: Config, environments: list[str], auto_approve: bool) -> None:
+    """Refuse, before anything is touched, what this version of shiplift cannot do yet."""
+    for env in config.environments:
+        if env.name not in environments:
+            continue
+        if env.strategy.kind not in SUPPORTED_STRATEGIES:
+            raise ReleaseError(
+                f"environments[{env.name}].strategy.kind: {env.strategy.kind!r} is not available in this "
+                f"version of shiplift (available: {', '.join(SUPPORTED_STRATEGIES)})"
+            )
+        if env.approval is not None and not auto_approve:
+            raise ReleaseError(
+                f"environments[{env.name}].approval: approval gates are not available in this version of "
+                "shiplift; pass --auto-approve to promote without one"
+            )

@@ -1,0 +1,184 @@
+"""Promotion of one version into one environment with the ``replace`` strategy.
+
+The runbook, one persisted step at a time (the ledger's step index):
+
+0. start    — start the new version by digest next to the old one (or adopt it after a crash)
+1. healthy  — probe its health path; a version that exits or never turns healthy is removed
+              and the old one keeps serving: it never takes traffic
+2. switch   — move 100% of the stable endpoint's traffic to it, verified by read-back
+3. stop old — drain, then stop every other version of the app in the environment
+
+A run killed at any point leaves the step index reached; running the same promotion again
+continues from there, adopting the container already started instead of starting another.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+
+from flows.common import Context, check_supported, open_context
+from shiplift.config import EnvironmentConfig
+from shiplift.errors import ReleaseError, RouterError, ShipliftError, UnhealthyError
+from shiplift.ledger import Deployment
+from shiplift.model import ImageRef, Phase
+from shiplift.progress import announce, report
+from shiplift.targets import Instance
+from tasks.deploy import list_instances, prepare_environment, start_version, stop_version, wait_healthy
+from tasks.traffic import get_routes, reconcile_router, set_routes
+
+
+def deploy_version(
+    ctx: Context, env: EnvironmentConfig, version: str, image: ImageRef, *, kind: str = "promote"
+) -> Deployment | None:
+    """Run the replace runbook; return the deployment, or ``None`` when ``version`` already serves."""
+    config, ledger, app = ctx.config, ctx.ledger, ctx.config.app
+    log = get_run_logger()
+    state = ledger.environment(app, env.name)
+    dep = ledger.unfinished(app, env.name)
+    if dep is not None and (dep.version, dep.digest) != (version, image.digest):
+        _abandon(ctx, env, dep, state.version if state else None, f"interrupted; superseded by {version}")
+        dep = None
+    if dep is None and state and (state.version, state.digest) == (version, image.digest):
+        if ctx.retried(get_routes)(config, env) == {version: 100}:
+            announce(f"{env.name}: {version} already serves {_endpoint(env)}")
+            return None
+    if dep is None:
+        dep = ledger.start_deployment(
+            app=app,
+            environment=env.name,
+            version=version,
+            digest=image.digest,
+            kind=kind,
+            strategy=env.strategy.kind,
+            previous_version=state.version if state else None,
+            previous_digest=state.digest if state else None,
+            run_id=ctx.run_id,
+        )
+    else:
+        log.info("%s: resuming the deployment of %s at step %d", env.name, version, dep.step_index)
+        announce(f"{env.name}: resuming {version} at step {dep.step_index} from the ledger")
+
+    started = time.monotonic()
+    step = dep.step_index
+    instance: Instance | None = None
+    try:
+        ctx.retried(prepare_environment)(config, env)
+        ctx.retried(reconcile_router)(config, env)
+        instance = ctx.retried(start_version)(config, env, version, image)
+        if step < 1:
+            ledger.advance(dep.id, Phase.PROGRESSING, 1, f"started {instance.name}")
+        if step < 2:
+            report(f"{env.name}: waiting for {version} to turn healthy")
+            wait_healthy(config, env, instance)
+            ledger.advance(dep.id, Phase.PROGRESSING, 2, "healthy")
+        if step < 3:
+            _switch(ctx, env, dep, instance)
+            ledger.set_environment(
+                app, env.name, version=version, digest=image.digest, weights={version: 100}, phase=Phase.PROMOTING
+            )
+            ledger.advance(dep.id, Phase.PROMOTING, 3, f"traffic switched to {version}")
+        time.sleep(env.drain_seconds)
+        for other in ctx.retried(list_instances)(config, env):
+            if other.name != instance.name:
+                ctx.retried(stop_version)(config, env, other.name)
+        ledger.advance(dep.id, Phase.PROMOTING, 4, "previous versions stopped")
+    except ShipliftError as exc:
+        _fail(ctx, env, dep, instance, str(exc))
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed step still leaves the environment as it was
+        _fail(ctx, env, dep, instance, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        raise
+    if kind == "rollback" and dep.previous_version and dep.previous_version != version:
+        ledger.mark_rolled_back(app, env.name, dep.previous_version, f"rolled back to {version}")
+    final = ledger.finish(dep.id, Phase.SUCCEEDED)
+    ledger.set_environment(
+        app, env.name, version=version, digest=image.digest, weights={version: 100}, phase=Phase.SUCCEEDED
+    )
+    announce(f"{env.name}: {version} serves {_endpoint(env)} ({time.monotonic() - started:.1f}s)")
+    return final
+
+
+def _switch(ctx: Context, env: EnvironmentConfig, dep: Deployment, instance: Instance) -> None:
+    try:
+        ctx.retried(set_routes)(ctx.config, env, {instance.version: instance.backend_url}, {instance.version: 100})
+    except Exception:
+        # Put the previous routes back before the new version is removed, so that nothing
+        # is routed to a container that is about to go.
+        _restore_previous_routes(ctx, env, dep)
+        raise
+
+
+def _restore_previous_routes(ctx: Context, env: EnvironmentConfig, dep: Deployment) -> None:
+    if not dep.previous_version:
+        return
+    for other in ctx.retried(list_instances)(ctx.config, env):
+        if other.version == dep.previous_version:
+            try:
+                set_routes(ctx.config, env, {other.version: other.backend_url}, {other.version: 100})
+            except RouterError:
+                get_run_logger().error("%s: could not restore the routes to %s", env.name, other.version)
+            return
+
+
+def _fail(ctx: Context, env: EnvironmentConfig, dep: Deployment, instance: Instance | None, reason: str) -> None:
+    """Leave the environment as it was: the new version gone, the old one serving."""
+    serving = ctx.ledger.environment(ctx.config.app, env.name)
+    if instance is not None and not (serving and serving.version == instance.version):
+        try:
+            stop_version(ctx.config, env, instance.name)
+        except Exception:  # noqa: BLE001 - report the original failure, not the clean-up's
+            get_run_logger().error("%s: could not remove %s", env.name, instance.name)
+    ctx.ledger.finish(dep.id, Phase.FAILED, reason)
+    if serving is not None:
+        ctx.ledger.set_environment(
+            ctx.config.app,
+            env.name,
+            version=serving.version,
+            digest=serving.digest,
+            weights=serving.weights,
+            phase=Phase.SUCCEEDED if serving.version else Phase.FAILED,
+        )
+    announce(f"{env.name}: {dep.version} failed: {reason}")
+
+
+def _abandon(ctx: Context, env: EnvironmentConfig, dep: Deployment, serving: str | None, reason: str) -> None:
+    """Close an unfinished deployment of another version left by a killed run."""
+    if dep.version != serving:
+        for other in ctx.retried(list_instances)(ctx.config, env):
+            if other.version == dep.version and other.image.digest == dep.digest:
+                ctx.retried(stop_version)(ctx.config, env, other.name)
+    ctx.ledger.finish(dep.id, Phase.FAILED, reason)
+
+
+def _endpoint(env: EnvironmentConfig) -> str:
+    return f"http://{env.host}:{env.port}"
+
+
+def release_image(ctx: Context, version: str) -> ImageRef:
+    """The pushed image of a version released before; raises when there is none."""
+    record = ctx.ledger.release(ctx.config.app, version)
+    if record is None:
+        raise ReleaseError(f"version {version} of {ctx.config.app} was never released; run shiplift release first")
+    return ImageRef(record.repository, record.digest)
+
+
+@flow(name="promote", flow_run_name="promote-{version}-to-{to}", log_prints=True)
+def promote(config_path: str, version: str, to: str, auto_approve: bool = False) -> dict[str, str]:
+    """Promote a released version one level, into ``to``.
+
+    The version must serve the level before ``to`` (none for the first level).
+    """
+    ctx = open_context(config_path)
+    env = ctx.config.environment(to)
+    check_supported(ctx.config, [env.name], auto_approve)
+    image = release_image(ctx, version)
+    index = ctx.config.index_of(to)
+    if index > 0:
+        before = ctx.config.environments[index - 1]
+        state = ctx.ledger.environment(ctx.config.app, before.name)
+        if state is None or state.version != version:
+            raise ReleaseError(f"{version} does not serve {before.name}; promote it there first")
+    deploy_version(ctx, env, version, image)
+    return {"environment": env.name, "version": version, "digest": image.digest}

@@ -1,0 +1,78 @@
+"""The release: build → push → dev → QA → staging → prod, each level health-gated.
+
+Read it as the runbook it is:
+
+1. refuse early what the config asks for but this shiplift cannot do, touching nothing
+2. reuse the pushed image when this version was built from the same context, else build
+   and push it (the push retries with exponential backoff and jitter)
+3. record the release (version, digest, git sha, author) in the ledger
+4. promote it through every environment in config order (see ``flows/promote.py``);
+   the first level that fails stops the release, and that level keeps its old version
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.common import check_supported, open_context
+from flows.promote import deploy_version
+from shiplift.errors import ReleaseError, ShipliftError
+from shiplift.images import build_args
+from shiplift.progress import announce
+from tasks.images import build_image, find_pushed_image, push_image
+
+
+@flow(name="release", flow_run_name="release-{version}", log_prints=True)
+def release(
+    config_path: str,
+    version: str,
+    auto_approve: bool = False,
+    author: str | None = None,
+    git_sha: str | None = None,
+    extra_build_args: dict[str, str] | None = None,
+) -> dict[str, object]:
+    """Build, push and promote ``version`` through every environment of the config."""
+    ctx = open_context(config_path)
+    config = ctx.config
+    check_supported(config, [e.name for e in config.environments], auto_approve)
+    log = get_run_logger()
+
+    args = build_args(config, version, git_sha, extra_build_args or {})
+    image = find_pushed_image(config, version, args)
+    if image is None:
+        build_image(config, version, git_sha, args)
+        image = ctx.retried(push_image)(config, version)
+        announce(f"built and pushed {image}")
+    else:
+        announce(f"reusing {image} (already pushed from the same context)")
+    ctx.ledger.record_release(
+        app=config.app,
+        version=version,
+        repository=image.repository,
+        digest=image.digest,
+        git_sha=git_sha,
+        author=author,
+    )
+
+    results: dict[str, str] = {}
+    for env in config.environments:
+        try:
+            deploy_version(ctx, env, version, image)
+        except ShipliftError as exc:
+            results[env.name] = f"failed: {exc}"
+            _summary(config.app, version, image.digest, results)
+            raise ReleaseError(f"release {version} stopped at {env.name}: {exc}") from None
+        results[env.name] = "serving"
+    log.info("release %s serves every environment", version)
+    _summary(config.app, version, image.digest, results)
+    return {"app": config.app, "version": version, "digest": image.digest, "environments": results}
+
+
+def _summary(app: str, version: str, digest: str, results: dict[str, str]) -> None:
+    rows = "\n".join(f"| {env} | {outcome} |" for env, outcome in results.items())
+    create_markdown_artifact(
+        key=f"release-{app}".lower(),
+        markdown=f"# {app} {version}\n\n`{digest}`\n\n| environment | outcome |\n|---|---|\n{rows}\n",
+        description=f"release {version} of {app}",
+    )

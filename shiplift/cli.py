@@ -1,0 +1,267 @@
+"""The ``shiplift`` command: the front door to the flows.
+
+Every command reads ``--config`` (default ``./shiplift.yaml``); ``--json`` prints one JSON
+document on stdout. Exit 0 only on success, 2 for bad input (config, arguments), 1 when a
+release, promotion or rollback fails; the reason is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Without PREFECT_API_URL Prefect starts a temporary server; give it time on a small machine
+# and keep it from phoning home. Set before Prefect is imported.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import getpass
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shiplift.config import Config, load_config
+from shiplift.errors import ConfigError, ShipliftError
+from shiplift.progress import set_reporter
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="shiplift: build, push and promote a containerised app dev → QA → staging → prod.",
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to shiplift.yaml.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"shiplift: error: {message}", markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Keep Prefect's console lines off the terminal (they still reach the Prefect API)."""
+    if verbose:
+        return
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PrefectConsoleHandler":
+            handler.setLevel(logging.CRITICAL + 1)
+
+
+def _run_flow(fn: Any, verbose: bool, json_out: bool, **params: Any) -> Any:
+    """Run a flow in this process with a live status line; map failures to exit codes."""
+    import prefect.logging.configuration  # noqa: F401 - configure logging before we adjust it
+
+    _quiet_prefect(verbose)
+    status = err.status("starting", spinner="dots") if err.is_terminal else None
+
+    def reporter(message: str, final: bool) -> None:
+        if final:
+            err.print(f"  {message}", markup=False, soft_wrap=True)
+        elif status is not None:
+            status.update(message[:100])
+
+    set_reporter(reporter)
+    try:
+        if status is not None:
+            status.start()
+        return fn(**params)
+    except ShipliftError as exc:
+        if status is not None:
+            status.stop()
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to continue from the ledger", 130)
+    except Exception as exc:  # noqa: BLE001 - one line for the user, never a traceback
+        _fail(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}", 1)
+    finally:
+        if status is not None:
+            status.stop()
+        set_reporter(None)
+
+
+def _git(config: Config, *args: str) -> str | None:
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(config.root), *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def _author(config: Config, given: str | None) -> str | None:
+    if given:
+        return given
+    return os.environ.get("GITHUB_ACTOR") or _git(config, "config", "user.name") or getpass.getuser()
+
+
+def _parse_build_args(values: list[str]) -> dict[str, str]:
+    args: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            _fail(f"--build-arg {value!r}: expected KEY=VALUE", 2)
+        args[key] = val
+    return args
+
+
+@app.command()
+def release(
+    version: Annotated[str, typer.Option("--version", help="Version label of the release, e.g. v2.")],
+    config: ConfigOpt = Path("shiplift.yaml"),
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Pass approval gates.")] = False,
+    author: Annotated[str | None, typer.Option("--author", help="Who releases (default: CI actor or git user).")] = None,
+    build_arg: Annotated[list[str], typer.Option("--build-arg", help="Extra build arg KEY=VALUE.")] = [],  # noqa: B006
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Build, push and promote VERSION through every environment, in config order."""
+    cfg = _load(config)
+    extra = _parse_build_args(build_arg)
+    from flows.release import release as release_flow
+
+    git_sha = os.environ.get("GITHUB_SHA") or _git(cfg, "rev-parse", "HEAD")
+    result = _run_flow(
+        release_flow,
+        verbose,
+        json_out,
+        config_path=str(config),
+        version=version,
+        auto_approve=auto_approve,
+        author=_author(cfg, author),
+        git_sha=git_sha,
+        extra_build_args=extra,
+    )
+    _print_result(result, json_out, f"{cfg.app} {version} serves every environment")
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Option("--version", help="A released version.")],
+    to: Annotated[str, typer.Option("--to", help="The environment to promote into.")],
+    config: ConfigOpt = Path("shiplift.yaml"),
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Pass the approval gate.")] = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Promote a released VERSION one level, into the environment TO."""
+    cfg = _load(config)
+    _known_env(cfg, to)
+    from flows.promote import promote as promote_flow
+
+    result = _run_flow(
+        promote_flow, verbose, json_out, config_path=str(config), version=version, to=to, auto_approve=auto_approve
+    )
+    _print_result(result, json_out, f"{cfg.app} {version} serves {to}")
+
+
+@app.command()
+def rollback(
+    env: Annotated[str, typer.Option("--env", help="The environment to roll back.")],
+    to: Annotated[str | None, typer.Option("--to", help="Version to return to (default: previous good).")] = None,
+    config: ConfigOpt = Path("shiplift.yaml"),
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Return ENV to its previous good version, or to --to VERSION."""
+    cfg = _load(config)
+    _known_env(cfg, env)
+    from flows.rollback import rollback as rollback_flow
+
+    result = _run_flow(rollback_flow, verbose, json_out, config_path=str(config), env=env, to=to)
+    _print_result(result, json_out, f"{env} rolled back to {result['version'] if result else '?'}")
+
+
+def _known_env(cfg: Config, name: str) -> None:
+    try:
+        cfg.environment(name)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+
+
+def _print_result(result: Any, json_out: bool, line: str) -> None:
+    if json_out:
+        out.print_json(json.dumps(result))
+    else:
+        out.print(line, markup=False)
+
+
+@app.command()
+def status(config: ConfigOpt = Path("shiplift.yaml"), json_out: JsonOpt = False) -> None:
+    """What every environment serves: version, digest, endpoint, weights, phase."""
+    cfg = _load(config)
+    from shiplift.status import environment_status
+
+    try:
+        doc = environment_status(cfg)
+    except ShipliftError as exc:
+        _fail(str(exc), exc.exit_code)
+    if json_out:
+        out.print_json(json.dumps(doc))
+        return
+    table = Table(title=f"{cfg.app}")
+    for col in ("environment", "version", "digest", "endpoint", "weights", "phase"):
+        table.add_column(col)
+    for name, env in doc["environments"].items():
+        digest = (env["digest"] or "-").removeprefix("sha256:")[:12]
+        weights = ", ".join(f"{k} {v}%" for k, v in (env["weights"] or {}).items()) or "-"
+        table.add_row(name, env["version"] or "-", digest, env["endpoint"], weights, env["phase"])
+    out.print(table)
+
+
+@app.command()
+def history(
+    env: Annotated[str | None, typer.Option("--env", help="Only this environment.")] = None,
+    config: ConfigOpt = Path("shiplift.yaml"),
+    json_out: JsonOpt = False,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many deployments.")] = 50,
+) -> None:
+    """Deployments, newest first: version, environment, phase, times, reason."""
+    cfg = _load(config)
+    if env:
+        _known_env(cfg, env)
+    from shiplift.ledger import ledger_url, open_ledger
+
+    try:
+        rows = open_ledger(ledger_url(cfg.root, cfg.ledger.url)).history(cfg.app, env, limit)
+    except ShipliftError as exc:
+        _fail(str(exc), exc.exit_code)
+    if json_out:
+        out.print_json(json.dumps({"app": cfg.app, "deployments": [r.as_dict() for r in rows]}))
+        return
+    table = Table(title=f"{cfg.app} history")
+    for col in ("#", "environment", "version", "kind", "phase", "started", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r.id), r.environment, r.version, r.kind, str(r.phase),
+            r.started_at.strftime("%Y-%m-%d %H:%M:%S"), r.reason or "",
+        )
+    out.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except ShipliftError as exc:  # pragma: no cover - commands map their own errors
+        _fail(str(exc), exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,371 @@
+"""shiplift.yaml: pydantic models and :func:`load_config`.
+
+Every error is one line naming the file, the line where it is known, and the key::
+
+    shiplift.yaml:14: environments[1].port: port 18081 is already used by environment 'dev'
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shiplift.errors import ConfigError
+
+NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY = re.compile(
+    rf"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?{_COMPONENT}(?:/{_COMPONENT})*$"
+)
+TARGET_KINDS = ("docker",)
+STRATEGY_KINDS = ("replace", "blue_green", "canary", "ab")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImageConfig(_Model):
+    context: str = Field(".", description="Build context, relative to shiplift.yaml.")
+    dockerfile: str = Field("Dockerfile", description="Dockerfile, relative to the context.")
+    repository: str = Field(description="Registry repository without tag, e.g. 127.0.0.1:5000/hello.")
+    build_args: dict[str, str] = Field(default_factory=dict, description="Build arguments.")
+    offline_base_packages: list[str] = Field(
+        default_factory=lambda: ["python3"],
+        description="Debian packages of the local base image made when FROM cannot be pulled.",
+    )
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        if ":" in value.rsplit("/", 1)[-1] or "@" in value:
+            raise ValueError(f"{value!r} must be a repository without tag or digest")
+        if not REPOSITORY.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid image repository (lower-case path, optional registry host)"
+            )
+        return value
+
+    @field_validator("build_args", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): "" if v is None else str(v) for k, v in value.items()}
+        return value
+
+
+class HealthConfig(_Model):
+    path: str = Field(description="HTTP path that answers 200 when the app is healthy.")
+    timeout_seconds: float = Field(60, gt=0, description="How long a new version may take to turn healthy.")
+    interval_seconds: float = Field(0.25, gt=0, description="Pause between health probes.")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must start with '/'")
+        return value
+
+
+class TargetConfig(_Model):
+    kind: str = Field(description="Where the environment runs: docker.")
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value not in TARGET_KINDS:
+            raise ValueError(f"unknown target kind {value!r} (known: {', '.join(TARGET_KINDS)})")
+        return value
+
+
+class AnalysisConfig(_Model):
+    interval_seconds: float = Field(5, gt=0)
+    count: int = Field(3, ge=1)
+    success_rate_min: float | None = Field(None, ge=0, le=1)
+    p95_latency_ms_max: float | None = Field(None, gt=0)
+    failure_limit: int = Field(1, ge=0)
+
+
+class PauseConfig(_Model):
+    duration_seconds: float | None = Field(None, ge=0)
+    until_approved: bool = False
+
+
+class SetWeightStep(_Model):
+    set_weight: int = Field(ge=0, le=100)
+
+
+class PauseStep(_Model):
+    pause: PauseConfig
+
+
+class AnalysisStep(_Model):
+    analysis: AnalysisConfig
+
+
+Step = SetWeightStep | PauseStep | AnalysisStep
+
+
+class MatchConfig(_Model):
+    header: str | None = None
+    cookie: str | None = None
+    value: str
+
+
+class StrategyConfig(_Model):
+    kind: Literal["replace", "blue_green", "canary", "ab"] = Field(
+        "replace", description="replace, blue_green, canary or ab."
+    )
+    steps: list[Step] = Field(default_factory=list, description="Canary steps, in order.")
+    match: MatchConfig | None = Field(None, description="A/B: which requests go to the new version.")
+    preview_port: int | None = Field(None, ge=1, le=65535, description="Blue/green preview port.")
+    scale_down_delay_seconds: float = Field(30, ge=0, description="Blue/green: keep the old one.")
+
+
+class ApprovalConfig(_Model):
+    approvers: list[str] = Field(min_length=1)
+    min_approvals: int = Field(1, ge=1)
+    forbid_self_approval: bool = False
+    timeout_seconds: float = Field(86400, gt=0)
+
+    @model_validator(mode="after")
+    def _enough(self) -> ApprovalConfig:
+        if self.min_approvals > len(set(self.approvers)):
+            raise ValueError(
+                f"min_approvals {self.min_approvals} exceeds the {len(set(self.approvers))} approvers"
+            )
+        return self
+
+
+class EnvironmentConfig(_Model):
+    name: str = Field(description="Level name: dev, qa, staging, prod…")
+    target: TargetConfig = Field(default_factory=lambda: TargetConfig(kind="docker"))
+    port: int = Field(ge=1, le=65535, description="Stable endpoint port on the Docker host.")
+    host: str = Field("127.0.0.1", description="Address the stable endpoint binds to.")
+    strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig(kind="replace"))
+    approval: ApprovalConfig | None = None
+    drain_seconds: float = Field(
+        1.0, ge=0, description="Wait after the switch before stopping the old version."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError(f"{value!r} must be lower-case letters, digits and '-', at most 40")
+        return value
+
+
+class RetentionConfig(_Model):
+    daily: int = Field(7, ge=0)
+    weekly: int = Field(4, ge=0)
+    monthly: int = Field(6, ge=0)
+
+
+class DatabaseConfig(_Model):
+    name: str
+    url: str
+    store: str
+    schedule: str | None = None
+    drill_schedule: str | None = None
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+
+class RetryConfig(_Model):
+    count: int = Field(4, ge=0, le=20, description="Retries of a failed step after the first try.")
+    backoff_seconds: float = Field(1.0, ge=0, description="First retry delay; doubles each retry.")
+    jitter: float = Field(0.5, ge=0, le=1, description="Random jitter factor on each delay.")
+
+
+class LedgerConfig(_Model):
+    url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<config dir>/.shiplift/ledger.db."
+    )
+
+
+class Config(_Model):
+    app: str = Field(description="Application name.")
+    image: ImageConfig
+    health: HealthConfig
+    container_port: int = Field(8000, ge=1, le=65535, description="Port the app listens on.")
+    environments: list[EnvironmentConfig] = Field(min_length=1)
+    databases: list[DatabaseConfig] = Field(default_factory=list)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    base_dir: Annotated[str, Field(exclude=True)] = "."
+
+    @field_validator("app")
+    @classmethod
+    def _app(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError(f"{value!r} must be lower-case letters, digits and '-', at most 40")
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        names: dict[str, int] = {}
+        ports: dict[tuple[str, int], str] = {}
+        for i, env in enumerate(self.environments):
+            if env.name in names:
+                raise _KeyedError((("environments", i, "name")), f"duplicate environment {env.name!r}")
+            names[env.name] = i
+            for port in (env.port, env.strategy.preview_port):
+                if port is None:
+                    continue
+                if (env.host, port) in ports:
+                    raise _KeyedError(
+                        ("environments", i, "port"),
+                        f"port {port} is already used by environment {ports[(env.host, port)]!r}",
+                    )
+                ports[(env.host, port)] = env.name
+        return self
+
+    @property
+    def root(self) -> Path:
+        return Path(self.base_dir)
+
+    @property
+    def context_dir(self) -> Path:
+        return (self.root / self.image.context).resolve()
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        for env in self.environments:
+            if env.name == name:
+                return env
+        known = ", ".join(e.name for e in self.environments)
+        raise ConfigError(f"environment {name!r} is not in the config (known: {known})")
+
+    def index_of(self, name: str) -> int:
+        return self.environments.index(self.environment(name))
+
+
+class _KeyedError(ValueError):
+    """A cross-field error that knows which key it belongs to."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _lines(node: yaml.Node | None, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
+    if node is None:
+        return
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                out[(*path, key.value)] = key.start_mark.line + 1
+                _lines(value, (*path, key.value), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _lines(item, (*path, i), out)
+
+
+def _format_loc(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _line_for(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Drop pydantic's union-member tags (``SetWeightStep``) from an error location."""
+    return tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
+
+
+def parse_config(text: str, *, source: str = "shiplift.yaml", base_dir: str = ".") -> Config:
+    """Parse and validate a config document; raise :class:`ConfigError` with one line."""
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: malformed YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    except (RecursionError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: malformed YAML: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else type(data).__name__
+        raise ConfigError(f"{source}: the document must be a mapping of keys (found {kind})")
+    if "base_dir" in data:
+        data.pop("base_dir")
+        raise ConfigError(f"{source}: base_dir: unknown key")
+    lines: dict[tuple[str | int, ...], int] = {}
+    _lines(node, (), lines)
+    try:
+        return Config.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _KeyedError):
+            loc, msg = ctx_error.loc, str(ctx_error)
+        else:
+            loc = _clean_loc(tuple(err["loc"]))
+            msg = _message(err)
+        line = _line_for(lines, loc)
+        where = f"{source}:{line}" if line else source
+        raise ConfigError(f"{where}: {_format_loc(loc)}: {msg}") from None
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind in {"literal_error", "union_tag_invalid"} or kind.endswith("_type"):
+        return f"{msg} (found {_short(err.get('input'))})"
+    return msg
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def load_config(path: str | Path = "shiplift.yaml") -> Config:
+    """Read, parse and validate ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (pass --config PATH)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config: {type(exc).__name__}") from None
+    return parse_config(text, source=str(path), base_dir=str(path.resolve().parent))

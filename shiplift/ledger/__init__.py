@@ -1,0 +1,370 @@
+"""The ledger: releases, deployments (phase and step index after every step), history.
+
+SQLite by default at ``<config dir>/.shiplift/ledger.db``; any SQLAlchemy URL through the
+``ledger.url`` config key or ``SHIPLIFT_LEDGER_URL``. Alembic migrations run on open.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shiplift.errors import LedgerError
+from shiplift.ledger.tables import DeploymentRow, EnvironmentRow, EventRow, ReleaseRow
+from shiplift.model import Phase
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+__all__ = ["Deployment", "Ledger", "ReleaseRecord", "EnvironmentState", "ledger_url", "open_ledger"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True)
+class ReleaseRecord:
+    app: str
+    version: str
+    repository: str
+    digest: str
+    git_sha: str | None
+    author: str | None
+    created_at: datetime
+    bad: bool
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: int
+    app: str
+    environment: str
+    version: str
+    digest: str
+    kind: str
+    strategy: str
+    phase: Phase
+    step_index: int
+    previous_version: str | None
+    previous_digest: str | None
+    run_id: str | None
+    reason: str | None
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        for key in ("started_at", "updated_at", "finished_at"):
+            out[key] = out[key].isoformat() if out[key] else None
+        out["phase"] = str(self.phase)
+        return out
+
+
+@dataclass(frozen=True)
+class EnvironmentState:
+    app: str
+    environment: str
+    version: str | None
+    digest: str | None
+    weights: dict[str, int]
+    phase: Phase
+    updated_at: datetime
+
+
+def ledger_url(base_dir: str | Path, configured: str | None = None) -> str:
+    """The ledger URL: ``SHIPLIFT_LEDGER_URL``, else the config's, else SQLite beside the config."""
+    url = os.environ.get("SHIPLIFT_LEDGER_URL") or configured
+    if url:
+        return url
+    path = Path(base_dir) / ".shiplift" / "ledger.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _migrate(engine: Engine) -> None:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    with engine.begin() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        if current == head:
+            return
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - never echo an unparsable URL, it may hold a secret
+        return "<unparsable URL>"
+
+
+def open_ledger(url: str) -> Ledger:
+    """Open (and migrate) the ledger at ``url``."""
+    try:
+        engine = _engine(url)
+        _migrate(engine)
+    except SQLAlchemyError as exc:
+        raise LedgerError(f"cannot open the ledger at {_safe_url(url)}: {type(exc).__name__}") from None
+    return Ledger(engine)
+
+
+def _deployment(row: DeploymentRow) -> Deployment:
+    return Deployment(
+        id=row.id,
+        app=row.app,
+        environment=row.environment,
+        version=row.version,
+        digest=row.digest,
+        kind=row.kind,
+        strategy=row.strategy,
+        phase=Phase(row.phase),
+        step_index=row.step_index,
+        previous_version=row.previous_version,
+        previous_digest=row.previous_digest,
+        run_id=row.run_id,
+        reason=row.reason,
+        started_at=_aware(row.started_at) or now(),
+        updated_at=_aware(row.updated_at) or now(),
+        finished_at=_aware(row.finished_at),
+    )
+
+
+class Ledger:
+    """The one repository over the ledger tables."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # releases -------------------------------------------------------------------------------
+
+    def record_release(
+        self,
+        *,
+        app: str,
+        version: str,
+        repository: str,
+        digest: str,
+        git_sha: str | None,
+        author: str | None,
+    ) -> ReleaseRecord:
+        with self._session() as s:
+            row = s.scalar(select(ReleaseRow).where(ReleaseRow.app == app, ReleaseRow.version == version))
+            if row is None:
+                row = ReleaseRow(app=app, version=version, created_at=now(), bad=False)
+                s.add(row)
+            row.repository, row.digest, row.git_sha, row.author = repository, digest, git_sha, author
+            s.flush()
+            return self._release(row)
+
+    def release(self, app: str, version: str) -> ReleaseRecord | None:
+        with self._session() as s:
+            row = s.scalar(select(ReleaseRow).where(ReleaseRow.app == app, ReleaseRow.version == version))
+            return self._release(row) if row else None
+
+    @staticmethod
+    def _release(row: ReleaseRow) -> ReleaseRecord:
+        return ReleaseRecord(
+            app=row.app,
+            version=row.version,
+            repository=row.repository,
+            digest=row.digest,
+            git_sha=row.git_sha,
+            author=row.author,
+            created_at=_aware(row.created_at) or now(),
+            bad=row.bad,
+        )
+
+    # deployments ----------------------------------------------------------------------------
+
+    def start_deployment(
+        self,
+        *,
+        app: str,
+        environment: str,
+        version: str,
+        digest: str,
+        kind: str,
+        strategy: str,
+        previous_version: str | None,
+        previous_digest: str | None,
+        run_id: str | None,
+    ) -> Deployment:
+        at = now()
+        with self._session() as s:
+            row = DeploymentRow(
+                app=app,
+                environment=environment,
+                version=version,
+                digest=digest,
+                kind=kind,
+                strategy=strategy,
+                phase=str(Phase.PENDING),
+                step_index=0,
+                previous_version=previous_version,
+                previous_digest=previous_digest,
+                run_id=run_id,
+                started_at=at,
+                updated_at=at,
+            )
+            s.add(row)
+            s.flush()
+            s.add(EventRow(deployment_id=row.id, at=at, phase=row.phase, step_index=0, message="started"))
+            return _deployment(row)
+
+    def unfinished(self, app: str, environment: str) -> Deployment | None:
+        """The newest deployment in ``environment`` that never reached a final phase."""
+        finished = [str(p) for p in Phase if p.finished]
+        with self._session() as s:
+            row = s.scalar(
+                select(DeploymentRow)
+                .where(
+                    DeploymentRow.app == app,
+                    DeploymentRow.environment == environment,
+                    DeploymentRow.phase.not_in(finished),
+                )
+                .order_by(DeploymentRow.id.desc())
+            )
+            return _deployment(row) if row else None
+
+    def advance(self, deployment_id: int, phase: Phase, step_index: int, message: str) -> None:
+        """Persist the phase and step index a deployment has reached."""
+        at = now()
+        with self._session() as s:
+            row = s.get_one(DeploymentRow, deployment_id)
+            row.phase, row.step_index, row.updated_at = str(phase), step_index, at
+            s.add(EventRow(deployment_id=deployment_id, at=at, phase=str(phase), step_index=step_index, message=message))
+
+    def finish(self, deployment_id: int, phase: Phase, reason: str | None = None) -> Deployment:
+        at = now()
+        with self._session() as s:
+            row = s.get_one(DeploymentRow, deployment_id)
+            row.phase, row.reason, row.updated_at, row.finished_at = str(phase), reason, at, at
+            s.add(
+                EventRow(
+                    deployment_id=deployment_id,
+                    at=at,
+                    phase=str(phase),
+                    step_index=row.step_index,
+                    message=reason or str(phase),
+                )
+            )
+            return _deployment(row)
+
+    def deployment(self, deployment_id: int) -> Deployment:
+        with self._session() as s:
+            return _deployment(s.get_one(DeploymentRow, deployment_id))
+
+    def history(self, app: str, environment: str | None = None, limit: int = 100) -> list[Deployment]:
+        with self._session() as s:
+            query = select(DeploymentRow).where(DeploymentRow.app == app)
+            if environment:
+                query = query.where(DeploymentRow.environment == environment)
+            rows = s.scalars(query.order_by(DeploymentRow.id.desc()).limit(limit))
+            return [_deployment(r) for r in rows]
+
+    def events(self, deployment_id: int) -> list[tuple[datetime, str, int, str]]:
+        with self._session() as s:
+            rows = s.scalars(select(EventRow).where(EventRow.deployment_id == deployment_id).order_by(EventRow.id))
+            return [(_aware(r.at) or now(), r.phase, r.step_index, r.message) for r in rows]
+
+    def previous_good(self, app: str, environment: str, current_version: str | None) -> Deployment | None:
+        """The newest succeeded deployment in ``environment`` of a version other than the current."""
+        with self._session() as s:
+            query = select(DeploymentRow).where(
+                DeploymentRow.app == app,
+                DeploymentRow.environment == environment,
+                DeploymentRow.phase == str(Phase.SUCCEEDED),
+            )
+            if current_version is not None:
+                query = query.where(DeploymentRow.version != current_version)
+            row = s.scalar(query.order_by(DeploymentRow.id.desc()))
+            return _deployment(row) if row else None
+
+    # environments ---------------------------------------------------------------------------
+
+    def set_environment(
+        self, app: str, environment: str, *, version: str | None, digest: str | None, weights: dict[str, int], phase: Phase
+    ) -> None:
+        with self._session() as s:
+            row = s.get(EnvironmentRow, (app, environment))
+            if row is None:
+                row = EnvironmentRow(app=app, environment=environment)
+                s.add(row)
+            row.version, row.digest, row.weights, row.phase, row.updated_at = version, digest, dict(weights), str(phase), now()
+
+    def environment(self, app: str, environment: str) -> EnvironmentState | None:
+        with self._session() as s:
+            row = s.get(EnvironmentRow, (app, environment))
+            if row is None:
+                return None
+            return EnvironmentState(
+                app=row.app,
+                environment=row.environment,
+                version=row.version,
+                digest=row.digest,
+                weights=dict(row.weights or {}),
+                phase=Phase(row.phase),
+                updated_at=_aware(row.updated_at) or now(),
+            )
+
+    def mark_rolled_back(self, app: str, environment: str, version: str, reason: str) -> None:
+        """Mark the newest succeeded deployment of ``version`` in ``environment`` as rolled back."""
+        with self._session() as s:
+            row = s.scalar(
+                select(DeploymentRow)
+                .where(
+                    DeploymentRow.app == app,
+                    DeploymentRow.environment == environment,
+                    DeploymentRow.version == version,
+                    DeploymentRow.phase == str(Phase.SUCCEEDED),
+                )
+                .order_by(DeploymentRow.id.desc())
+            )
+            if row is not None:
+                row.phase, row.updated_at = str(Phase.ROLLED_BACK), now()
+                s.add(EventRow(deployment_id=row.id, at=now(), phase=row.phase, step_index=row.step_index, message=reason))

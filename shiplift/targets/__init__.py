@@ -1,0 +1,54 @@
+"""Deploy targets: where versions of an app run.
+
+A target starts a version (idempotently, by a name derived from version and digest), waits
+until it is healthy, tells the router how to reach it, and stops it. ``docker`` is built;
+``kubernetes`` comes next with the same promotion model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from shiplift.errors import ConfigError
+from shiplift.model import ImageRef
+
+if TYPE_CHECKING:
+    from shiplift.config import Config, EnvironmentConfig
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One running version in one environment."""
+
+    name: str
+    version: str
+    image: ImageRef
+    backend_url: str
+
+
+class DeployTarget(Protocol):
+    def prepare(self) -> None:
+        """Create what every version of the environment shares (network…)."""
+
+    def start(self, version: str, image: ImageRef) -> Instance:
+        """Start ``version`` from ``image`` or adopt the one already started; never a duplicate."""
+
+    def wait_healthy(self, instance: Instance) -> None:
+        """Return when the health path answers 200; raise UnhealthyError when it exits or times out."""
+
+    def stop(self, instance_name: str) -> None:
+        """Stop and remove one instance; no error when it is already gone."""
+
+    def instances(self) -> list[Instance]:
+        """Every instance of the app in this environment."""
+
+
+def target_for(config: Config, env: EnvironmentConfig) -> DeployTarget:
+    """The target for ``env.target.kind``; raises on an unknown kind."""
+    if env.target.kind == "docker":
+        from shiplift.dockerhost import client
+        from shiplift.targets.docker import DockerTarget
+
+        return DockerTarget(client(), config=config, env=env)
+    raise ConfigError(f"environments[{env.name}].target.kind: unknown target kind {env.target.kind!r}")

@@ -1,0 +1,170 @@
+"""Docker as a deploy target: one network per app and environment, one container per version.
+
+Containers carry a restart policy, so Docker itself restarts a crashed process. Each
+container's port is published on loopback (a random port) for health probes; traffic from
+the stable endpoint reaches it over the environment's network by container name.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import docker
+import httpx
+from docker.errors import APIError, NotFound
+
+from shiplift.config import Config, EnvironmentConfig
+from shiplift.dockerhost import published_host
+from shiplift.errors import TargetError, UnhealthyError
+from shiplift.images import ensure_local
+from shiplift.model import ImageRef, slug
+from shiplift.progress import report
+from shiplift.targets import Instance
+
+ROLE_APP = "app"
+
+
+class DockerTarget:
+    def __init__(self, client: docker.DockerClient, *, config: Config, env: EnvironmentConfig) -> None:
+        self.client = client
+        self.config = config
+        self.env = env
+        self.network_name = f"shiplift-{slug(config.app)}-{env.name}"
+        self._labels = {"io.shiplift.app": config.app, "io.shiplift.env": env.name}
+
+    def instance_name(self, version: str, image: ImageRef) -> str:
+        return f"shiplift-{slug(self.config.app)}-{self.env.name}-{slug(version)}-{image.short}"
+
+    def prepare(self) -> None:
+        if not self.client.networks.list(names=[self.network_name]):
+            self.client.networks.create(self.network_name, driver="bridge", labels=self._labels)
+
+    def start(self, version: str, image: ImageRef) -> Instance:
+        name = self.instance_name(version, image)
+        try:
+            existing = self.client.containers.get(name)
+        except NotFound:
+            existing = None
+        if existing is not None:
+            if existing.status == "running":
+                report(f"{self.env.name}: adopting {name}")
+                return self._instance(existing)
+            existing.remove(force=True)
+        ensure_local(self.client, image)
+        report(f"{self.env.name}: starting {version}")
+        try:
+            container = self.client.containers.run(
+                str(image),
+                name=name,
+                detach=True,
+                labels={
+                    **self._labels,
+                    "io.shiplift.role": ROLE_APP,
+                    "io.shiplift.version": version,
+                    "io.shiplift.digest": image.digest,
+                    "io.shiplift.repository": image.repository,
+                },
+                network=self.network_name,
+                ports={f"{self.config.container_port}/tcp": ("127.0.0.1", None)},
+                environment={"SHIPLIFT_ENV": self.env.name, "SHIPLIFT_VERSION": version},
+                restart_policy={"Name": "unless-stopped"},
+            )
+        except APIError as exc:
+            self.stop(name)
+            raise TargetError(f"{self.env.name}: cannot start {version}: {_explain(exc)}") from None
+        return self._instance(container)
+
+    def _instance(self, container: Any) -> Instance:
+        labels = container.labels
+        return Instance(
+            name=container.name,
+            version=labels.get("io.shiplift.version", "?"),
+            image=ImageRef(labels["io.shiplift.repository"], labels["io.shiplift.digest"]),
+            backend_url=f"http://{container.name}:{self.config.container_port}",
+        )
+
+    def wait_healthy(self, instance: Instance) -> None:
+        health = self.config.health
+        deadline = time.monotonic() + health.timeout_seconds
+        last = "no answer"
+        url = None
+        while True:
+            container = self._get(instance.name)
+            if container is None:
+                raise UnhealthyError(f"{self.env.name}: {instance.version} disappeared while starting")
+            state = container.attrs.get("State", {})
+            if state.get("Status") in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0):
+                code = state.get("ExitCode")
+                raise UnhealthyError(f"{self.env.name}: {instance.version} exited at start (exit code {code})")
+            if url is None:
+                url = self._health_url(container)
+            if url is not None:
+                try:
+                    response = httpx.get(url, timeout=min(2.0, health.timeout_seconds))
+                    if response.status_code == 200:
+                        return
+                    last = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    last = type(exc).__name__
+            if time.monotonic() >= deadline:
+                raise UnhealthyError(
+                    f"{self.env.name}: {instance.version} did not answer 200 on {health.path} "
+                    f"within {health.timeout_seconds:g}s (last: {last})"
+                )
+            report(f"{self.env.name}: waiting for {instance.version} to turn healthy ({last})")
+            time.sleep(health.interval_seconds)
+
+    def _health_url(self, container: Any) -> str | None:
+        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{self.config.container_port}/tcp")
+        if not bindings:
+            return None
+        return f"http://{published_host()}:{bindings[0]['HostPort']}{self.config.health.path}"
+
+    def _get(self, name: str) -> Any | None:
+        try:
+            return self.client.containers.get(name)
+        except NotFound:
+            return None
+
+    def stop(self, instance_name: str) -> None:
+        container = self._get(instance_name)
+        if container is None:
+            return
+        report(f"{self.env.name}: stopping {container.labels.get('io.shiplift.version', instance_name)}")
+        try:
+            container.stop(timeout=10)
+        except APIError:
+            pass
+        try:
+            container.remove(force=True)
+        except NotFound:
+            pass
+
+    def instances(self) -> list[Instance]:
+        found = self.client.containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"io.shiplift.app={self.config.app}",
+                    f"io.shiplift.env={self.env.name}",
+                    f"io.shiplift.role={ROLE_APP}",
+                ]
+            },
+        )
+        return [self._instance(c) for c in found]
+
+    def teardown(self) -> None:
+        """Remove every container and the network of this environment."""
+        for instance in self.instances():
+            self.stop(instance.name)
+        for net in self.client.networks.list(names=[self.network_name]):
+            try:
+                net.remove()
+            except APIError:
+                pass
+
+
+def _explain(exc: APIError) -> str:
+    text = getattr(exc, "explanation", None) or str(exc)
+    return " ".join(str(text).split())[:240]

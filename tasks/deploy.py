@@ -1,0 +1,67 @@
+"""Tasks for the deploy target: prepare, start, wait healthy, stop."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from shiplift.config import Config, EnvironmentConfig
+from shiplift.model import ImageRef
+from shiplift.targets import Instance, target_for
+from tasks import is_transient
+
+
+@task(name="prepare-environment", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=300)
+def prepare_environment(config: Config, env: EnvironmentConfig) -> None:
+    """Create the environment's shared parts (network) if they are missing.
+
+    Example:
+        >>> prepare_environment(config, config.environment("dev"))  # doctest: +SKIP
+    """
+    target_for(config, env).prepare()
+
+
+@task(name="start-version", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=600)
+def start_version(config: Config, env: EnvironmentConfig, version: str, image: ImageRef) -> Instance:
+    """Start ``version`` by digest, or adopt the container a killed run already started.
+
+    Example:
+        >>> start_version(config, env, "v2", ref)  # doctest: +SKIP
+        Instance(name='shiplift-hello-dev-v2-…', version='v2', …)
+    """
+    instance = target_for(config, env).start(version, image)
+    get_run_logger().info("%s: %s runs as %s", env.name, version, instance.name)
+    return instance
+
+
+@task(name="wait-healthy", cache_policy=NO_CACHE, retries=0)
+def wait_healthy(config: Config, env: EnvironmentConfig, instance: Instance) -> None:
+    """Probe the health path until 200; fail at once when the container exits.
+
+    Example:
+        >>> wait_healthy(config, env, instance)  # doctest: +SKIP
+    """
+    target_for(config, env).wait_healthy(instance)
+    get_run_logger().info("%s: %s is healthy", env.name, instance.version)
+
+
+@task(name="stop-version", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=120)
+def stop_version(config: Config, env: EnvironmentConfig, instance_name: str) -> None:
+    """Stop and remove one instance (no error when already gone).
+
+    Example:
+        >>> stop_version(config, env, "shiplift-hello-dev-v1-…")  # doctest: +SKIP
+    """
+    target_for(config, env).stop(instance_name)
+    get_run_logger().info("%s: stopped %s", env.name, instance_name)
+
+
+@task(name="list-instances", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=60)
+def list_instances(config: Config, env: EnvironmentConfig) -> list[Instance]:
+    """Every instance of the app in ``env``.
+
+    Example:
+        >>> list_instances(config, env)  # doctest: +SKIP
+        [Instance(...)]
+    """
+    return target_for(config, env).instances()

@@ -1,0 +1,44 @@
+"""Tasks for the traffic router: make sure it runs, set and read routes."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from shiplift.config import Config, EnvironmentConfig
+from shiplift.model import Weights
+from shiplift.routers import router_for
+from shiplift.targets import target_for
+from tasks import is_transient
+
+
+@task(name="reconcile-router", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=300)
+def reconcile_router(config: Config, env: EnvironmentConfig) -> None:
+    """Make sure the environment's router runs and publishes the stable endpoint.
+
+    Example:
+        >>> reconcile_router(config, config.environment("prod"))  # doctest: +SKIP
+    """
+    router_for(config, env, target_for(config, env)).reconcile()
+
+
+@task(name="set-routes", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=120)
+def set_routes(config: Config, env: EnvironmentConfig, backends: dict[str, str], weights: Weights) -> None:
+    """Set the traffic weights and wait until the router has them in force.
+
+    Example:
+        >>> set_routes(config, env, {"v2": "http://…:8000"}, {"v2": 100})  # doctest: +SKIP
+    """
+    router_for(config, env, target_for(config, env)).set_routes(backends, weights)
+    get_run_logger().info("%s: weights now %s", env.name, weights)
+
+
+@task(name="get-routes", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=60)
+def get_routes(config: Config, env: EnvironmentConfig) -> Weights | None:
+    """The weights the router has in force, or ``None`` before any were set.
+
+    Example:
+        >>> get_routes(config, env)  # doctest: +SKIP
+        {'v2': 100}
+    """
+    return router_for(config, env, target_for(config, env)).get_routes()
