@@ -62,7 +62,7 @@ def release(
         except ShipliftError as exc:
             results[env.name] = f"failed: {exc}"
             _summary(config.app, version, image.digest, results)
-            raise ReleaseError(f"release {version} stopped at {env.name}: {exc}") from None
+            raise ReleaseError(f"release {version} failed: {exc}") from None
         results[env.name] = "serving"
     log.info("release %s serves every environment", version)
     _summary(config.app, version, image.digest, results)

@@ -1,6 +1,7 @@
 """hello: a small stdlib web app shiplift releases in its demo and tests.
 
 GET /healthz -> 200 "ok"; GET /version -> the version; GET / -> a greeting.
+The build arg SLOW_START=N makes it wait N seconds before it listens.
 The build arg BROKEN (baked into the image as the env var HELLO_BROKEN) makes demo failures:
   exit       exit at start with code 3
   unhealthy  serve, but answer 500 on /healthz forever
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = os.environ.get("HELLO_VERSION", "dev")
 BROKEN = os.environ.get("HELLO_BROKEN", "")
+SLOW_START = float(os.environ.get("HELLO_SLOW_START") or 0)
 PORT = int(os.environ.get("PORT", "8000"))
 STARTED = time.time()
 
@@ -50,6 +52,7 @@ def main() -> None:
     if BROKEN == "exit":
         print("hello: broken on purpose, exiting", file=sys.stderr)
         sys.exit(3)
+    time.sleep(SLOW_START)
     server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
     server.daemon_threads = True
     # serve_forever runs in this thread: shut down from another one, then return from main.

@@ -1,6 +1,7 @@
 """Docker as a deploy target: one network per app and environment, one container per version.
 
-Containers carry a restart policy, so Docker itself restarts a crashed process. Each
+Once healthy, containers carry the restart policy ``unless-stopped``, so Docker itself
+restarts a crashed process; until then a crash is final and reported with its exit code. Each
 container's port is published on loopback (a random port) for health probes; traffic from
 the stable endpoint reaches it over the environment's network by container name.
 """
@@ -68,7 +69,8 @@ class DockerTarget:
                 network=self.network_name,
                 ports={f"{self.config.container_port}/tcp": ("127.0.0.1", None)},
                 environment={"SHIPLIFT_ENV": self.env.name, "SHIPLIFT_VERSION": version},
-                restart_policy={"Name": "unless-stopped"},
+                # No restarts until healthy: a crash at start is seen as a crash, with its code.
+                restart_policy={"Name": "no"},
             )
         except APIError as exc:
             self.stop(name)
@@ -103,6 +105,8 @@ class DockerTarget:
                 try:
                     response = httpx.get(url, timeout=min(2.0, health.timeout_seconds))
                     if response.status_code == 200:
+                        # Healthy: from now on Docker is the custodian that restarts a crash.
+                        container.update(restart_policy={"Name": "unless-stopped"})
                         return
                     last = f"HTTP {response.status_code}"
                 except httpx.HTTPError as exc:

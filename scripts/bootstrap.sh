@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install and start everything shiplift's demo and tests need on a fresh Debian machine.
+# Idempotent: a second run only checks, and takes a few seconds.
+#   Debian packages: docker.io, docker-registry, debootstrap (apt-get)
+#   Python: uv, then the project and its dev tools (uv sync)
+#   Daemons: dockerd (started in the background when `docker info` fails)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STATE="${SHIPLIFT_STATE_DIR:-$PWD/state}"
+mkdir -p "$STATE"
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+APT_PACKAGES=(docker.io docker-registry debootstrap git curl ca-certificates)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v uv >/dev/null 2>&1; then
+  log "installing uv"
+  python3 -m pip install --quiet uv
+fi
+uv sync --quiet --frozen 2>/dev/null || uv sync --quiet
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  setsid nohup dockerd >"$STATE/dockerd.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || { log "dockerd did not start; see $STATE/dockerd.log"; exit 1; }
+fi
+log "ready: $(docker version --format 'docker {{.Server.Version}}'), $(uv run --quiet python -c 'import prefect; print("prefect", prefect.__version__)')"

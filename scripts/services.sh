@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Start the local registry (127.0.0.1:5000) and a Prefect server (127.0.0.1:4200) for the demo,
+# unless they already answer. State lives in ./state (or $SHIPLIFT_STATE_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STATE="${SHIPLIFT_STATE_DIR:-$PWD/state}"
+mkdir -p "$STATE/registry"
+log() { printf 'services: %s\n' "$*" >&2; }
+
+if ! curl -fsS -o /dev/null http://127.0.0.1:5000/v2/; then
+  cat >"$STATE/registry.yml" <<YAML
+version: 0.1
+storage:
+  filesystem: {rootdirectory: $STATE/registry}
+  delete: {enabled: true}
+http:
+  addr: 127.0.0.1:5000
+YAML
+  log "starting the registry on 127.0.0.1:5000"
+  setsid nohup docker-registry serve "$STATE/registry.yml" >"$STATE/registry.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 30); do curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ && break; sleep 0.5; done
+fi
+
+if ! curl -fsS -o /dev/null http://127.0.0.1:4200/api/health; then
+  log "starting a Prefect server on 127.0.0.1:4200"
+  PREFECT_HOME="$STATE/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    PREFECT_UI_API_URL=http://127.0.0.1:4200/api \
+    setsid nohup uv run --quiet prefect server start --host 127.0.0.1 --port 4200 \
+    >"$STATE/prefect-server.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 120); do curl -fsS -o /dev/null http://127.0.0.1:4200/api/health && break; sleep 1; done
+  curl -fsS -o /dev/null http://127.0.0.1:4200/api/health || { log "Prefect server did not start; see $STATE/prefect-server.log"; exit 1; }
+fi
+log "registry http://127.0.0.1:5000, Prefect UI http://127.0.0.1:4200"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The tests: set up, then run the whole suite on the real parts (Docker, registry, Traefik, Prefect).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+uv run ruff check shiplift flows tasks tests bench
+uv run mypy
+exec uv run pytest "$@"

@@ -1,0 +1,3 @@
+from shiplift.cli import main
+
+main()

@@ -1,0 +1,171 @@
+"""The real parts the tests start: a registry on a free port, a Prefect server, projects."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "hello"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+class Registry:
+    """Debian's docker-registry on 127.0.0.1:<port>, storing in a temp dir."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> Registry:
+        self.root.mkdir(parents=True, exist_ok=True)
+        cfg = self.root / "config.yml"
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "version": 0.1,
+                    "storage": {"filesystem": {"rootdirectory": str(self.root / "data")}, "delete": {"enabled": True}},
+                    "http": {"addr": self.address},
+                }
+            )
+        )
+        self.proc = subprocess.Popen(
+            ["docker-registry", "serve", str(cfg)],
+            stdout=open(self.root / "log", "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+        if wait:
+            wait_http(f"http://{self.address}/v2/", 30)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@dataclass
+class Project:
+    """A copy of examples/hello with its own app name, registry and ports."""
+
+    dir: Path
+    app: str
+    ports: dict[str, int]
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "shiplift.yaml"
+
+    def config(self) -> dict[str, Any]:
+        return yaml.safe_load(self.config_path.read_text())
+
+    def write_config(self, doc: dict[str, Any]) -> None:
+        self.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    def endpoint(self, env: str) -> str:
+        return f"http://127.0.0.1:{self.ports[env]}"
+
+    def version_at(self, env: str) -> str | None:
+        try:
+            resp = httpx.get(f"{self.endpoint(env)}/version", timeout=5)
+        except httpx.HTTPError:
+            return None
+        return resp.text.strip() if resp.status_code == 200 else None
+
+    def shiplift(self, *args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "shiplift", *args, "--config", str(self.config_path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.dir, env=os.environ.copy())
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-m", "shiplift", *args, "--config", str(self.config_path)]
+        return subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.dir, start_new_session=True
+        )
+
+    def status(self) -> dict[str, Any]:
+        proc = self.shiplift("status", "--json", check=True)
+        return dict(json.loads(proc.stdout))
+
+    def ledger_url(self) -> str:
+        return f"sqlite:///{self.dir / '.shiplift' / 'ledger.db'}"
+
+
+def make_project(tmp: Path, app: str, registry: str, envs: tuple[str, ...] = ("dev", "qa", "staging", "prod"),
+                 health_timeout: float = 20, **extra: Any) -> Project:
+    """Copy the example app and write a config for ``envs`` on free ports."""
+    project_dir = tmp / app
+    shutil.copytree(EXAMPLE, project_dir, ignore=shutil.ignore_patterns(".shiplift", "__pycache__"))
+    ports = {env: free_port() for env in envs}
+    doc: dict[str, Any] = {
+        "app": app,
+        "image": {"context": ".", "dockerfile": "Dockerfile", "repository": f"{registry}/{app}", "build_args": {}},
+        "health": {"path": "/healthz", "timeout_seconds": health_timeout, "interval_seconds": 0.2},
+        "container_port": 8000,
+        "environments": [
+            {"name": env, "target": {"kind": "docker"}, "port": ports[env], "strategy": {"kind": "replace"},
+             "drain_seconds": 1.0}
+            for env in envs
+        ],
+        "retries": {"count": 3, "backoff_seconds": 0.5, "jitter": 0.2},
+        **extra,
+    }
+    project = Project(dir=project_dir, app=app, ports=ports)
+    project.write_config(doc)
+    return project
+
+
+def app_containers(app: str, env: str | None = None) -> list[Any]:
+    from shiplift.dockerhost import client
+
+    labels = [f"io.shiplift.app={app}", "io.shiplift.role=app"]
+    if env:
+        labels.append(f"io.shiplift.env={env}")
+    return list(client().containers.list(all=True, filters={"label": labels}))
+
+
+def remove_app(app: str) -> None:
+    """Remove every container and network shiplift made for ``app``."""
+    from shiplift.dockerhost import client
+
+    c = client()
+    for container in c.containers.list(all=True, filters={"label": f"io.shiplift.app={app}"}):
+        container.remove(force=True)
+    for net in c.networks.list(filters={"label": f"io.shiplift.app={app}"}):
+        net.remove()
