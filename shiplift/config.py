@@ -290,7 +290,10 @@ def _format_loc(loc: tuple[str | int, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            text = str(part)
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+                text = repr(text)
+            out += ("." if out else "") + text
     return out or "(top level)"
 
 
@@ -314,7 +317,10 @@ def parse_config(text: str, *, source: str = "shiplift.yaml", base_dir: str = ".
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError(f"{where}: malformed YAML: {exc.problem or exc.context}") from None
+        detail = exc.problem or exc.context
+        if exc.problem and exc.context and exc.context_mark and exc.context_mark is not mark:
+            detail = f"{exc.problem} ({exc.context} at line {exc.context_mark.line + 1})"
+        raise ConfigError(_one_line(f"{where}: malformed YAML: {detail}")) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: malformed YAML: {str(exc).splitlines()[0]}") from None
     except (RecursionError, ValueError, TypeError) as exc:
@@ -339,7 +345,11 @@ def parse_config(text: str, *, source: str = "shiplift.yaml", base_dir: str = ".
             msg = _message(err)
         line = _line_for(lines, loc)
         where = f"{source}:{line}" if line else source
-        raise ConfigError(f"{where}: {_format_loc(loc)}: {msg}") from None
+        raise ConfigError(_one_line(f"{where}: {_format_loc(loc)}: {msg}")) from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _message(err: Any) -> str:

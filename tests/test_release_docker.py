@@ -182,3 +182,25 @@ def test_sigkill_while_waiting_for_health_then_release_again_resumes(project: Pr
         assert [c.labels["io.shiplift.version"] for c in app_containers(project.app, env)] == ["v2"]
     staging = [d for d in ledger.history(project.app, "staging") if d.version == "v2"]
     assert len(staging) == 1 and staging[0].id == killed.id and staging[0].phase == Phase.SUCCEEDED
+
+
+def test_bad_config_touches_nothing_in_a_running_environment(project: Project) -> None:
+    """Acceptance g on the real parts: exit 2, one line, the environment and ledger unchanged."""
+    doc = project.config()
+    doc["environments"] = doc["environments"][:1]
+    project.write_config(doc)
+    project.shiplift("release", "--version", "v1", "--auto-approve", check=True)
+    before = [(c.id, c.status) for c in app_containers(project.app)]
+    history = open_ledger(project.ledger_url()).history(project.app)
+
+    doc["environments"].append(dict(doc["environments"][0]))  # the same environment twice
+    project.write_config(doc)
+    for command in (("release", "--version", "v2", "--auto-approve"), ("rollback", "--env", "dev"), ("status",)):
+        result = project.shiplift(*command)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"shiplift: error: {project.config_path}:16: environments[1].name: duplicate environment 'dev'"
+        ]
+    assert [(c.id, c.status) for c in app_containers(project.app)] == before
+    assert open_ledger(project.ledger_url()).history(project.app) == history
+    assert project.version_at("dev") == "v1"

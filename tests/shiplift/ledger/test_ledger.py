@@ -1,0 +1,50 @@
+"""The ledger on SQLite: migrations, resumable deployments, previous good version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import inspect
+
+from shiplift.ledger import Ledger, open_ledger
+from shiplift.model import Phase
+
+DIGEST = "sha256:" + "1" * 64
+
+
+def _start(ledger: Ledger, env: str, version: str, previous: str | None = None) -> int:
+    return ledger.start_deployment(
+        app="hello", environment=env, version=version, digest=DIGEST, kind="promote", strategy="replace",
+        previous_version=previous, previous_digest=None, run_id=None,
+    ).id
+
+
+def test_migrations_create_the_tables_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    open_ledger(url)
+    ledger = open_ledger(url)  # a second open finds the schema at head
+    tables = set(inspect(ledger.engine).get_table_names())
+    assert {"releases", "deployments", "events", "environments", "alembic_version"} <= tables
+
+
+def test_phase_and_step_survive_a_reopen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    ledger = open_ledger(url)
+    dep = _start(ledger, "staging", "v2")
+    ledger.advance(dep, Phase.PROGRESSING, 1, "started")
+    reopened = open_ledger(url).unfinished("hello", "staging")
+    assert reopened is not None and (reopened.id, reopened.step_index, reopened.phase) == (dep, 1, Phase.PROGRESSING)
+    ledger.finish(dep, Phase.SUCCEEDED)
+    assert open_ledger(url).unfinished("hello", "staging") is None
+    messages = [m for _, _, _, m in ledger.events(dep)]
+    assert messages == ["started", "started", "Succeeded"]
+
+
+def test_previous_good_skips_the_current_and_failed_versions(tmp_path: Path) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    for version, phase in (("v1", Phase.SUCCEEDED), ("v2", Phase.SUCCEEDED), ("v3", Phase.FAILED)):
+        ledger.finish(_start(ledger, "prod", version), phase)
+    previous = ledger.previous_good("hello", "prod", "v2")
+    assert previous is not None and previous.version == "v1"
+    ledger.mark_rolled_back("hello", "prod", "v2", "rolled back to v1")
+    assert [d.phase for d in ledger.history("hello", "prod")] == [Phase.FAILED, Phase.ROLLED_BACK, Phase.SUCCEEDED]
