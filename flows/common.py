@@ -29,7 +29,9 @@ class Context:
         retries = self.config.retries
         return task.with_options(  # type: ignore[return-value]
             retries=retries.count,
-            retry_delay_seconds=exponential_backoff(retries.backoff_seconds) if retries.backoff_seconds else 0,
+            retry_delay_seconds=exponential_backoff(retries.backoff_seconds)
+            if retries.backoff_seconds
+            else 0,
             retry_jitter_factor=retries.jitter if retries.backoff_seconds else None,
         )
 

@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger
 
 from flows.common import Context, check_supported, open_context
 from shiplift.config import EnvironmentConfig
-from shiplift.errors import ReleaseError, RouterError, ShipliftError, UnhealthyError
+from shiplift.errors import ReleaseError, RouterError, ShipliftError
 from shiplift.ledger import Deployment
 from shiplift.model import ImageRef, Phase
 from shiplift.progress import announce, report
@@ -40,10 +40,10 @@ def deploy_version(
     if dep is not None and (dep.version, dep.digest) != (version, image.digest):
         _abandon(ctx, env, dep, state.version if state else None, f"interrupted; superseded by {version}")
         dep = None
-    if dep is None and state and (state.version, state.digest) == (version, image.digest):
-        if ctx.retried(get_routes)(config, env) == {version: 100}:
-            announce(f"{env.name}: {version} already serves {_endpoint(env)}")
-            return None
+    serving = dep is None and state is not None and (state.version, state.digest) == (version, image.digest)
+    if serving and ctx.retried(get_routes)(config, env) == {version: 100}:
+        announce(f"{env.name}: {version} already serves {_endpoint(env)}")
+        return None
     if dep is None:
         dep = ledger.start_deployment(
             app=app,
@@ -76,7 +76,12 @@ def deploy_version(
         if step < 3:
             _switch(ctx, env, dep, instance)
             ledger.set_environment(
-                app, env.name, version=version, digest=image.digest, weights={version: 100}, phase=Phase.PROMOTING
+                app,
+                env.name,
+                version=version,
+                digest=image.digest,
+                weights={version: 100},
+                phase=Phase.PROMOTING,
             )
             ledger.advance(dep.id, Phase.PROMOTING, 3, f"traffic switched to {version}")
         time.sleep(env.drain_seconds)
@@ -102,7 +107,9 @@ def deploy_version(
 
 def _switch(ctx: Context, env: EnvironmentConfig, dep: Deployment, instance: Instance) -> None:
     try:
-        ctx.retried(set_routes)(ctx.config, env, {instance.version: instance.backend_url}, {instance.version: 100})
+        ctx.retried(set_routes)(
+            ctx.config, env, {instance.version: instance.backend_url}, {instance.version: 100}
+        )
     except Exception:
         # Put the previous routes back before the new version is removed, so that nothing
         # is routed to a container that is about to go.
@@ -122,7 +129,9 @@ def _restore_previous_routes(ctx: Context, env: EnvironmentConfig, dep: Deployme
             return
 
 
-def _fail(ctx: Context, env: EnvironmentConfig, dep: Deployment, instance: Instance | None, reason: str) -> None:
+def _fail(
+    ctx: Context, env: EnvironmentConfig, dep: Deployment, instance: Instance | None, reason: str
+) -> None:
     """Leave the environment as it was: the new version gone, the old one serving."""
     serving = ctx.ledger.environment(ctx.config.app, env.name)
     if instance is not None and not (serving and serving.version == instance.version):
@@ -160,7 +169,9 @@ def release_image(ctx: Context, version: str) -> ImageRef:
     """The pushed image of a version released before; raises when there is none."""
     record = ctx.ledger.release(ctx.config.app, version)
     if record is None:
-        raise ReleaseError(f"version {version} of {ctx.config.app} was never released; run shiplift release first")
+        raise ReleaseError(
+            f"version {version} of {ctx.config.app} was never released; run shiplift release first"
+        )
     return ImageRef(record.repository, record.digest)
 
 

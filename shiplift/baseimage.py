@@ -105,7 +105,9 @@ def build_offline_base(client: docker.DockerClient, image: str, packages: list[s
             lists.unlink()
         tarball = Path(tmp) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
-        repository, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+        repository, _, tag = (
+            image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+        )
         with open(tarball, "rb") as fh:
             client.api.import_image_from_data(
                 fh,

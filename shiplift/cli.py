@@ -128,7 +128,9 @@ def release(
     version: Annotated[str, typer.Option("--version", help="Version label of the release, e.g. v2.")],
     config: ConfigOpt = Path("shiplift.yaml"),
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Pass approval gates.")] = False,
-    author: Annotated[str | None, typer.Option("--author", help="Who releases (default: CI actor or git user).")] = None,
+    author: Annotated[
+        str | None, typer.Option("--author", help="Who releases (default: CI actor or git user).")
+    ] = None,
     build_arg: Annotated[list[str], typer.Option("--build-arg", help="Extra build arg KEY=VALUE.")] = [],  # noqa: B006
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -168,7 +170,13 @@ def promote(
     from flows.promote import promote as promote_flow
 
     result = _run_flow(
-        promote_flow, verbose, json_out, config_path=str(config), version=version, to=to, auto_approve=auto_approve
+        promote_flow,
+        verbose,
+        json_out,
+        config_path=str(config),
+        version=version,
+        to=to,
+        auto_approve=auto_approve,
     )
     _print_result(result, json_out, f"{cfg.app} {version} serves {to}")
 
@@ -176,7 +184,9 @@ def promote(
 @app.command()
 def rollback(
     env: Annotated[str, typer.Option("--env", help="The environment to roll back.")],
-    to: Annotated[str | None, typer.Option("--to", help="Version to return to (default: previous good).")] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Version to return to (default: previous good).")
+    ] = None,
     config: ConfigOpt = Path("shiplift.yaml"),
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -252,10 +262,27 @@ def history(
         table.add_column(col)
     for r in rows:
         table.add_row(
-            str(r.id), r.environment, r.version, r.kind, str(r.phase),
-            r.started_at.strftime("%Y-%m-%d %H:%M:%S"), r.reason or "",
+            str(r.id),
+            r.environment,
+            r.version,
+            r.kind,
+            str(r.phase),
+            r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.reason or "",
         )
     out.print(table)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = Path("shiplift.yaml"),
+    limit: Annotated[int, typer.Option("--limit", help="At most this many flow runs at once.")] = 4,
+) -> None:
+    """Serve shiplift's flows (release, promote, rollback) as Prefect deployments."""
+    _load(config)
+    from flows.serve import serve_flows
+
+    serve_flows(str(config), limit=limit)
 
 
 def main() -> None:

@@ -18,9 +18,7 @@ from shiplift.errors import ConfigError
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-REPOSITORY = re.compile(
-    rf"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?{_COMPONENT}(?:/{_COMPONENT})*$"
-)
+REPOSITORY = re.compile(rf"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?{_COMPONENT}(?:/{_COMPONENT})*$")
 TARGET_KINDS = ("docker",)
 STRATEGY_KINDS = ("replace", "blue_green", "canary", "ab")
 
@@ -258,11 +256,9 @@ class _LineLoader(yaml.SafeLoader):
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -270,7 +266,9 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _lines(node: yaml.Node | None, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
+def _lines(
+    node: yaml.Node | None, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]
+) -> None:
     if node is None:
         return
     out.setdefault(path, node.start_mark.line + 1)

@@ -32,7 +32,9 @@ def context_hash(context: Path, dockerfile: str, build_args: dict[str, str]) -> 
     patterns: list[str] = []
     if ignore.exists():
         patterns = [
-            line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")
+            line.strip()
+            for line in ignore.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
         ]
     digest = hashlib.sha256()
     for rel in sorted(exclude_paths(str(context), patterns, dockerfile=dockerfile)):
@@ -59,7 +61,9 @@ def find_pushed(client: docker.DockerClient, repository: str, version: str, chas
         return None
     if (image.labels or {}).get(CONTEXT_LABEL) != chash:
         return None
-    local = {d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if d.startswith(repository + "@")}
+    local = {
+        d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if d.startswith(repository + "@")
+    }
     if not local:
         return None
     try:

@@ -12,8 +12,14 @@ from shiplift.model import ImageRef
 from tasks import is_transient
 
 
-@task(name="find-pushed-image", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
-      retry_condition_fn=is_transient, timeout_seconds=60)
+@task(
+    name="find-pushed-image",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=1,
+    retry_condition_fn=is_transient,
+    timeout_seconds=60,
+)
 def find_pushed_image(config: Config, version: str, args: dict[str, str]) -> ImageRef | None:
     """Find the pushed image of ``version`` built from the same context and args.
 
@@ -28,8 +34,14 @@ def find_pushed_image(config: Config, version: str, args: dict[str, str]) -> Ima
     return found
 
 
-@task(name="build-image", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2,
-      retry_condition_fn=is_transient, timeout_seconds=3600)
+@task(
+    name="build-image",
+    cache_policy=NO_CACHE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=is_transient,
+    timeout_seconds=3600,
+)
 def build_image(config: Config, version: str, git_sha: str | None, args: dict[str, str]) -> str:
     """Build ``repository:version`` through the Docker Engine API; return the image id.
 

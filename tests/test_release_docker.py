@@ -45,7 +45,10 @@ def test_release_v1_then_v2_through_four_environments(project: Project) -> None:
 
     history = json.loads(project.shiplift("history", "--json", check=True).stdout)
     assert [(d["environment"], d["version"], d["phase"]) for d in history["deployments"]][:4] == [
-        ("prod", "v2", "Succeeded"), ("staging", "v2", "Succeeded"), ("qa", "v2", "Succeeded"), ("dev", "v2", "Succeeded"),
+        ("prod", "v2", "Succeeded"),
+        ("staging", "v2", "Succeeded"),
+        ("qa", "v2", "Succeeded"),
+        ("dev", "v2", "Succeeded"),
     ]
 
 
@@ -76,7 +79,9 @@ def test_a_broken_version_never_takes_traffic(project: Project, broken: str, rea
     project.shiplift("release", "--version", "v1", "--auto-approve", check=True)
 
     with Load(f"{project.endpoint('dev')}/version", rate=50) as load:
-        bad = project.shiplift("release", "--version", "v3", "--auto-approve", "--build-arg", f"BROKEN={broken}")
+        bad = project.shiplift(
+            "release", "--version", "v3", "--auto-approve", "--build-arg", f"BROKEN={broken}"
+        )
         result = load.stop()
     assert bad.returncode == 1
     lines = [line for line in bad.stderr.splitlines() if line.startswith("shiplift: error:")]
@@ -120,7 +125,9 @@ def test_replace_under_load_loses_no_request(project: Project) -> None:
     assert project.version_at("prod") == "v1"
     entry = project.status()["environments"]["prod"]
     assert (entry["version"], entry["weights"]) == ("v1", {"v1": 100})
-    phases = {(d.version, d.kind): d.phase for d in open_ledger(project.ledger_url()).history(project.app, "prod")}
+    phases = {
+        (d.version, d.kind): d.phase for d in open_ledger(project.ledger_url()).history(project.app, "prod")
+    }
     assert phases[("v2", "promote")] == Phase.ROLLED_BACK
     assert phases[("v1", "rollback")] == Phase.SUCCEEDED
 
@@ -195,11 +202,17 @@ def test_bad_config_touches_nothing_in_a_running_environment(project: Project) -
 
     doc["environments"].append(dict(doc["environments"][0]))  # the same environment twice
     project.write_config(doc)
-    for command in (("release", "--version", "v2", "--auto-approve"), ("rollback", "--env", "dev"), ("status",)):
+    text = project.config_path.read_text().splitlines()
+    line = [i for i, row in enumerate(text, 1) if row.strip() == "- name: dev"][1]
+    for command in (
+        ("release", "--version", "v2", "--auto-approve"),
+        ("rollback", "--env", "dev"),
+        ("status",),
+    ):
         result = project.shiplift(*command)
         assert result.returncode == 2
         assert result.stderr.strip().splitlines() == [
-            f"shiplift: error: {project.config_path}:16: environments[1].name: duplicate environment 'dev'"
+            f"shiplift: error: {project.config_path}:{line}: environments[1].name: duplicate environment 'dev'"
         ]
     assert [(c.id, c.status) for c in app_containers(project.app)] == before
     assert open_ledger(project.ledger_url()).history(project.app) == history

@@ -277,7 +277,15 @@ class Ledger:
         with self._session() as s:
             row = s.get_one(DeploymentRow, deployment_id)
             row.phase, row.step_index, row.updated_at = str(phase), step_index, at
-            s.add(EventRow(deployment_id=deployment_id, at=at, phase=str(phase), step_index=step_index, message=message))
+            s.add(
+                EventRow(
+                    deployment_id=deployment_id,
+                    at=at,
+                    phase=str(phase),
+                    step_index=step_index,
+                    message=message,
+                )
+            )
 
     def finish(self, deployment_id: int, phase: Phase, reason: str | None = None) -> Deployment:
         at = now()
@@ -309,7 +317,9 @@ class Ledger:
 
     def events(self, deployment_id: int) -> list[tuple[datetime, str, int, str]]:
         with self._session() as s:
-            rows = s.scalars(select(EventRow).where(EventRow.deployment_id == deployment_id).order_by(EventRow.id))
+            rows = s.scalars(
+                select(EventRow).where(EventRow.deployment_id == deployment_id).order_by(EventRow.id)
+            )
             return [(_aware(r.at) or now(), r.phase, r.step_index, r.message) for r in rows]
 
     def previous_good(self, app: str, environment: str, current_version: str | None) -> Deployment | None:
@@ -328,14 +338,27 @@ class Ledger:
     # environments ---------------------------------------------------------------------------
 
     def set_environment(
-        self, app: str, environment: str, *, version: str | None, digest: str | None, weights: dict[str, int], phase: Phase
+        self,
+        app: str,
+        environment: str,
+        *,
+        version: str | None,
+        digest: str | None,
+        weights: dict[str, int],
+        phase: Phase,
     ) -> None:
         with self._session() as s:
             row = s.get(EnvironmentRow, (app, environment))
             if row is None:
                 row = EnvironmentRow(app=app, environment=environment)
                 s.add(row)
-            row.version, row.digest, row.weights, row.phase, row.updated_at = version, digest, dict(weights), str(phase), now()
+            row.version, row.digest, row.weights, row.phase, row.updated_at = (
+                version,
+                digest,
+                dict(weights),
+                str(phase),
+                now(),
+            )
 
     def environment(self, app: str, environment: str) -> EnvironmentState | None:
         with self._session() as s:
@@ -367,4 +390,12 @@ class Ledger:
             )
             if row is not None:
                 row.phase, row.updated_at = str(Phase.ROLLED_BACK), now()
-                s.add(EventRow(deployment_id=row.id, at=now(), phase=row.phase, step_index=row.step_index, message=reason))
+                s.add(
+                    EventRow(
+                        deployment_id=row.id,
+                        at=now(),
+                        phase=row.phase,
+                        step_index=row.step_index,
+                        message=reason,
+                    )
+                )

@@ -68,8 +68,7 @@ def ensure_traefik_image(client: docker.DockerClient) -> str:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         dockerfile = (
-            b"FROM scratch\nCOPY traefik /traefik\nCOPY etc /etc\n"
-            b'EXPOSE 80 8080\nENTRYPOINT ["/traefik"]\n'
+            b'FROM scratch\nCOPY traefik /traefik\nCOPY etc /etc\nEXPOSE 80 8080\nENTRYPOINT ["/traefik"]\n'
         )
         _add_bytes(tar, "Dockerfile", dockerfile)
         tar.add(str(binary), arcname="traefik")
@@ -81,9 +80,13 @@ def ensure_traefik_image(client: docker.DockerClient) -> str:
         _add_bytes(tar, "etc/shiplift/README", b"dynamic/routes.yml is written by shiplift\n")
     buf.seek(0)
     try:
-        client.images.build(fileobj=buf, custom_context=True, tag=tag, rm=True, labels={"io.shiplift.role": "router"})
+        client.images.build(
+            fileobj=buf, custom_context=True, tag=tag, rm=True, labels={"io.shiplift.role": "router"}
+        )
     except (APIError, docker.errors.BuildError) as exc:
-        raise RouterError(f"cannot build the router image {tag}: {' '.join(str(exc).split())[:200]}") from None
+        raise RouterError(
+            f"cannot build the router image {tag}: {' '.join(str(exc).split())[:200]}"
+        ) from None
     return tag
 
 
@@ -124,7 +127,9 @@ def render(app: str, generation: int, backends: dict[str, str], weights: Weights
 class TraefikRouter:
     """Traefik container ``shiplift-<app>-<env>-router`` on the environment's network."""
 
-    def __init__(self, client: docker.DockerClient, *, app: str, env: EnvironmentConfig, network: str) -> None:
+    def __init__(
+        self, client: docker.DockerClient, *, app: str, env: EnvironmentConfig, network: str
+    ) -> None:
         self.client = client
         self.app = app
         self.env = env
@@ -169,7 +174,10 @@ class TraefikRouter:
                 ],
                 labels=self.labels,
                 network=self.network,
-                ports={f"{WEB_PORT}/tcp": (self.env.host, self.env.port), f"{API_PORT}/tcp": ("127.0.0.1", None)},
+                ports={
+                    f"{WEB_PORT}/tcp": (self.env.host, self.env.port),
+                    f"{API_PORT}/tcp": ("127.0.0.1", None),
+                },
                 restart_policy={"Name": "unless-stopped"},
                 detach=True,
             )

@@ -8,6 +8,7 @@ the stable endpoint reaches it over the environment's network by container name.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -96,9 +97,13 @@ class DockerTarget:
             if container is None:
                 raise UnhealthyError(f"{self.env.name}: {instance.version} disappeared while starting")
             state = container.attrs.get("State", {})
-            if state.get("Status") in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0):
+            if state.get("Status") in ("exited", "dead", "restarting") or container.attrs.get(
+                "RestartCount", 0
+            ):
                 code = state.get("ExitCode")
-                raise UnhealthyError(f"{self.env.name}: {instance.version} exited at start (exit code {code})")
+                raise UnhealthyError(
+                    f"{self.env.name}: {instance.version} exited at start (exit code {code})"
+                )
             if url is None:
                 url = self._health_url(container)
             if url is not None:
@@ -120,7 +125,9 @@ class DockerTarget:
             time.sleep(health.interval_seconds)
 
     def _health_url(self, container: Any) -> str | None:
-        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{self.config.container_port}/tcp")
+        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(
+            f"{self.config.container_port}/tcp"
+        )
         if not bindings:
             return None
         return f"http://{published_host()}:{bindings[0]['HostPort']}{self.config.health.path}"
@@ -136,14 +143,10 @@ class DockerTarget:
         if container is None:
             return
         report(f"{self.env.name}: stopping {container.labels.get('io.shiplift.version', instance_name)}")
-        try:
+        with contextlib.suppress(APIError):
             container.stop(timeout=10)
-        except APIError:
-            pass
-        try:
+        with contextlib.suppress(NotFound):
             container.remove(force=True)
-        except NotFound:
-            pass
 
     def instances(self) -> list[Instance]:
         found = self.client.containers.list(
@@ -163,10 +166,8 @@ class DockerTarget:
         for instance in self.instances():
             self.stop(instance.name)
         for net in self.client.networks.list(names=[self.network_name]):
-            try:
+            with contextlib.suppress(APIError):
                 net.remove()
-            except APIError:
-                pass
 
 
 def _explain(exc: APIError) -> str:

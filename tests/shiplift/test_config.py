@@ -68,22 +68,49 @@ def test_the_contract_example_and_the_hello_example_parse() -> None:
     ("change", "key", "message", "on_line"),
     [
         (lambda d: d.update(colour="blue"), "colour", "unknown key", "colour:"),
-        (lambda d: d["environments"][1].update(name="dev"), "environments[1].name",
-         "duplicate environment 'dev'", "name: dev"),
-        (lambda d: d["environments"][1].update(port=18081), "environments[1].port",
-         "port 18081 is already used by environment 'dev'", "port: 18081"),
-        (lambda d: d["image"].update(repository="127.0.0.1:5000/Hello World"), "image.repository",
-         "'127.0.0.1:5000/Hello World' is not a valid image repository (lower-case path, optional registry host)", "repository:"),
-        (lambda d: d["image"].update(repository="127.0.0.1:5000/hello:v1"), "image.repository",
-         "'127.0.0.1:5000/hello:v1' must be a repository without tag or digest", "repository:"),
+        (
+            lambda d: d["environments"][1].update(name="dev"),
+            "environments[1].name",
+            "duplicate environment 'dev'",
+            "name: dev",
+        ),
+        (
+            lambda d: d["environments"][1].update(port=18081),
+            "environments[1].port",
+            "port 18081 is already used by environment 'dev'",
+            "port: 18081",
+        ),
+        (
+            lambda d: d["image"].update(repository="127.0.0.1:5000/Hello World"),
+            "image.repository",
+            "'127.0.0.1:5000/Hello World' is not a valid image repository (lower-case path, optional registry host)",
+            "repository:",
+        ),
+        (
+            lambda d: d["image"].update(repository="127.0.0.1:5000/hello:v1"),
+            "image.repository",
+            "'127.0.0.1:5000/hello:v1' must be a repository without tag or digest",
+            "repository:",
+        ),
         (lambda d: d["health"].pop("path"), "health.path", "required key is missing", "health:"),
-        (lambda d: d["environments"][0]["target"].update(kind="nomad"), "environments[0].target.kind",
-         "unknown target kind 'nomad' (known: docker)", "kind: nomad"),
-        (lambda d: d["environments"][1]["strategy"]["steps"][0].update(set_weight=120),
-         "environments[1].strategy.steps[0].set_weight", "Input should be less than or equal to 100",
-         "set_weight: 120"),
-        (lambda d: d["environments"][1]["approval"].update(min_approvals=3), "environments[1].approval",
-         "min_approvals 3 exceeds the 2 approvers", "approval:"),
+        (
+            lambda d: d["environments"][0]["target"].update(kind="nomad"),
+            "environments[0].target.kind",
+            "unknown target kind 'nomad' (known: docker)",
+            "kind: nomad",
+        ),
+        (
+            lambda d: d["environments"][1]["strategy"]["steps"][0].update(set_weight=120),
+            "environments[1].strategy.steps[0].set_weight",
+            "Input should be less than or equal to 100",
+            "set_weight: 120",
+        ),
+        (
+            lambda d: d["environments"][1]["approval"].update(min_approvals=3),
+            "environments[1].approval",
+            "min_approvals 3 exceeds the 2 approvers",
+            "approval:",
+        ),
     ],
 )
 def test_each_error_names_the_key_and_line(change: Any, key: str, message: str, on_line: str) -> None:
@@ -110,11 +137,16 @@ def test_malformed_yaml_and_duplicate_keys_name_the_line() -> None:
 
 # Hypothesis: malformed documents never produce anything but a ConfigError -------------------
 
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=True),
-                     st.text(max_size=20))
-_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                         st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                       max_leaves=8)
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=True), st.text(max_size=20)
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 
 def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -153,7 +185,9 @@ def mutated(draw: st.DrawFn) -> str:
     text = yaml.safe_dump(doc, sort_keys=False)
     if draw(st.booleans()):
         cut = draw(st.integers(0, len(text)))
-        text = text[:cut] + draw(st.sampled_from(["", "{", "[", ":", "\t", "&a *b", "!!python/object:os.system x", "\x00"]))
+        text = text[:cut] + draw(
+            st.sampled_from(["", "{", "[", ":", "\t", "&a *b", "!!python/object:os.system x", "\x00"])
+        )
     return text
 
 
@@ -166,7 +200,11 @@ def test_parse_config_raises_only_config_errors(text: str) -> None:
         assert "\n" not in str(exc) and str(exc)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(text=mutated())
 def test_the_cli_answers_malformed_config_with_one_line_and_exit_2(tmp_path: Path, text: str) -> None:
     try:

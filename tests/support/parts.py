@@ -57,7 +57,10 @@ class Registry:
             yaml.safe_dump(
                 {
                     "version": 0.1,
-                    "storage": {"filesystem": {"rootdirectory": str(self.root / "data")}, "delete": {"enabled": True}},
+                    "storage": {
+                        "filesystem": {"rootdirectory": str(self.root / "data")},
+                        "delete": {"enabled": True},
+                    },
                     "http": {"addr": self.address},
                 }
             )
@@ -106,9 +109,13 @@ class Project:
             return None
         return resp.text.strip() if resp.status_code == 200 else None
 
-    def shiplift(self, *args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def shiplift(
+        self, *args: str, timeout: float = 600, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "shiplift", *args, "--config", str(self.config_path)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.dir, env=os.environ.copy())
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, cwd=self.dir, env=os.environ.copy()
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
@@ -116,7 +123,12 @@ class Project:
     def popen(self, *args: str) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "shiplift", *args, "--config", str(self.config_path)]
         return subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.dir, start_new_session=True
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=self.dir,
+            start_new_session=True,
         )
 
     def status(self) -> dict[str, Any]:
@@ -127,20 +139,36 @@ class Project:
         return f"sqlite:///{self.dir / '.shiplift' / 'ledger.db'}"
 
 
-def make_project(tmp: Path, app: str, registry: str, envs: tuple[str, ...] = ("dev", "qa", "staging", "prod"),
-                 health_timeout: float = 20, **extra: Any) -> Project:
+def make_project(
+    tmp: Path,
+    app: str,
+    registry: str,
+    envs: tuple[str, ...] = ("dev", "qa", "staging", "prod"),
+    health_timeout: float = 20,
+    **extra: Any,
+) -> Project:
     """Copy the example app and write a config for ``envs`` on free ports."""
     project_dir = tmp / app
     shutil.copytree(EXAMPLE, project_dir, ignore=shutil.ignore_patterns(".shiplift", "__pycache__"))
     ports = {env: free_port() for env in envs}
     doc: dict[str, Any] = {
         "app": app,
-        "image": {"context": ".", "dockerfile": "Dockerfile", "repository": f"{registry}/{app}", "build_args": {}},
+        "image": {
+            "context": ".",
+            "dockerfile": "Dockerfile",
+            "repository": f"{registry}/{app}",
+            "build_args": {},
+        },
         "health": {"path": "/healthz", "timeout_seconds": health_timeout, "interval_seconds": 0.2},
         "container_port": 8000,
         "environments": [
-            {"name": env, "target": {"kind": "docker"}, "port": ports[env], "strategy": {"kind": "replace"},
-             "drain_seconds": 1.0}
+            {
+                "name": env,
+                "target": {"kind": "docker"},
+                "port": ports[env],
+                "strategy": {"kind": "replace"},
+                "drain_seconds": 1.0,
+            }
             for env in envs
         ],
         "retries": {"count": 3, "backoff_seconds": 0.5, "jitter": 0.2},

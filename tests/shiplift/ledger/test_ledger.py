@@ -14,8 +14,15 @@ DIGEST = "sha256:" + "1" * 64
 
 def _start(ledger: Ledger, env: str, version: str, previous: str | None = None) -> int:
     return ledger.start_deployment(
-        app="hello", environment=env, version=version, digest=DIGEST, kind="promote", strategy="replace",
-        previous_version=previous, previous_digest=None, run_id=None,
+        app="hello",
+        environment=env,
+        version=version,
+        digest=DIGEST,
+        kind="promote",
+        strategy="replace",
+        previous_version=previous,
+        previous_digest=None,
+        run_id=None,
     ).id
 
 
@@ -33,7 +40,11 @@ def test_phase_and_step_survive_a_reopen(tmp_path: Path) -> None:
     dep = _start(ledger, "staging", "v2")
     ledger.advance(dep, Phase.PROGRESSING, 1, "started")
     reopened = open_ledger(url).unfinished("hello", "staging")
-    assert reopened is not None and (reopened.id, reopened.step_index, reopened.phase) == (dep, 1, Phase.PROGRESSING)
+    assert reopened is not None and (reopened.id, reopened.step_index, reopened.phase) == (
+        dep,
+        1,
+        Phase.PROGRESSING,
+    )
     ledger.finish(dep, Phase.SUCCEEDED)
     assert open_ledger(url).unfinished("hello", "staging") is None
     messages = [m for _, _, _, m in ledger.events(dep)]
@@ -47,4 +58,8 @@ def test_previous_good_skips_the_current_and_failed_versions(tmp_path: Path) -> 
     previous = ledger.previous_good("hello", "prod", "v2")
     assert previous is not None and previous.version == "v1"
     ledger.mark_rolled_back("hello", "prod", "v2", "rolled back to v1")
-    assert [d.phase for d in ledger.history("hello", "prod")] == [Phase.FAILED, Phase.ROLLED_BACK, Phase.SUCCEEDED]
+    assert [d.phase for d in ledger.history("hello", "prod")] == [
+        Phase.FAILED,
+        Phase.ROLLED_BACK,
+        Phase.SUCCEEDED,
+    ]
