@@ -174,7 +174,9 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    os.environ.update({"PREFECT_API_URL": api, "PREFECT_HOME": str(prefect_home), "PREFECT_LOGGING_LEVEL": "WARNING"})
+    os.environ.update(
+        {"PREFECT_API_URL": api, "PREFECT_HOME": str(prefect_home), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    )
     shiplift_app = f"b{uuid.uuid4().hex[:6]}"
     plain_app = f"p{uuid.uuid4().hex[:6]}"
     project = make_project(tmp, shiplift_app, registry.address, health_timeout=60)
