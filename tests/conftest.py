@@ -84,3 +84,19 @@ def project(tmp_path: Path, registry: Registry, prefect_api: str) -> Iterator[Pr
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real PostgreSQL server for the session (started as the postgres user)."""
+    import shutil
+    import tempfile
+
+    from tests.support.parts import Postgres
+
+    # not under pytest's tmp dir: that one is root's alone (0700) and postgres must reach its files
+    root = Path(tempfile.mkdtemp(prefix="shiplift-pg-"))
+    server = Postgres(root).start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)

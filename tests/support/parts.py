@@ -197,3 +197,47 @@ def remove_app(app: str) -> None:
         container.remove(force=True)
     for net in c.networks.list(filters={"label": f"io.shiplift.app={app}"}):
         net.remove()
+
+
+class Postgres:
+    """Debian's PostgreSQL in a temp dir on a free loopback port, run as the postgres user."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.data = root / "data"
+
+    @staticmethod
+    def _bin(name: str) -> str:
+        found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+        if not found:
+            raise RuntimeError(f"{name} is missing: scripts/bootstrap.sh installs postgresql")
+        return str(found[-1])
+
+    def _as_postgres(self, *cmd: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, cwd="/")
+
+    def start(self) -> Postgres:
+        self.root.mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.root, "postgres", "postgres")
+        self._as_postgres(
+            self._bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8"
+        )
+        self._as_postgres(
+            self._bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1",
+        )
+        return self
+
+    def url(self, database: str = "postgres", driver: str = "postgresql+psycopg") -> str:
+        return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        self._as_postgres(self._bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect
 
 from shiplift.ledger import Ledger, open_ledger
 from shiplift.model import Phase
+from tests.support.parts import Postgres
 
 DIGEST = "sha256:" + "1" * 64
 
@@ -63,3 +65,23 @@ def test_previous_good_skips_the_current_and_failed_versions(tmp_path: Path) -> 
         Phase.ROLLED_BACK,
         Phase.SUCCEEDED,
     ]
+
+
+@pytest.mark.real
+def test_the_ledger_runs_on_postgresql(postgres: Postgres) -> None:
+    """Any SQLAlchemy URL by setting: the same migrations and repository on a real PostgreSQL."""
+    url = postgres.url()
+    ledger = open_ledger(url)
+    assert open_ledger(url) is not None  # at head: the second open migrates nothing
+    dep = _start(ledger, "prod", "v7")
+    ledger.advance(dep, Phase.PROGRESSING, 2, "healthy")
+    ledger.set_environment(
+        "hello", "prod", version="v7", digest=DIGEST, weights={"v7": 100}, phase=Phase.PROMOTING
+    )
+    again = open_ledger(url)
+    unfinished = again.unfinished("hello", "prod")
+    assert unfinished is not None and unfinished.step_index == 2
+    state = again.environment("hello", "prod")
+    assert state is not None and state.weights == {"v7": 100} and state.updated_at.tzinfo is not None
+    again.finish(dep, Phase.SUCCEEDED)
+    assert again.history("hello", "prod")[0].phase == Phase.SUCCEEDED
