@@ -192,15 +192,16 @@ def main() -> None:
 
         rows = []
         for i in range(args.rounds):
-            version = f"r{i}"
+            # distinct VERSION build args: neither side builds from the other's layer cache
+            versions = {"plain": f"p{i}", "shiplift": f"s{i}"}
             order = ("plain", "shiplift") if i % 2 == 0 else ("shiplift", "plain")
             times = {}
             for side in order:
                 start = time.perf_counter()
                 if side == "plain":
-                    plain_release(client, project.dir, repo, version, {}, plain_app)
+                    plain_release(client, project.dir, repo, versions[side], {}, plain_app)
                 else:
-                    release(config_path=str(project.config_path), version=version, auto_approve=True)
+                    release(config_path=str(project.config_path), version=versions[side], auto_approve=True)
                 times[side] = time.perf_counter() - start
             rows.append(times)
             print(

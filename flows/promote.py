@@ -25,8 +25,15 @@ from shiplift.ledger import Deployment
 from shiplift.model import ImageRef, Phase
 from shiplift.progress import announce, report
 from shiplift.targets import Instance
-from tasks.deploy import list_instances, prepare_environment, start_version, stop_version, wait_healthy
-from tasks.traffic import get_routes, reconcile_router, set_routes
+from tasks.deploy import (
+    list_instances,
+    prepare_environment,
+    start_version,
+    stop_others,
+    stop_version,
+    wait_healthy,
+)
+from tasks.traffic import get_routes, set_routes
 
 
 def deploy_version(
@@ -65,13 +72,14 @@ def deploy_version(
     instance: Instance | None = None
     try:
         ctx.retried(prepare_environment)(config, env)
-        ctx.retried(reconcile_router)(config, env)
         instance = ctx.retried(start_version)(config, env, version, image)
         if step < 1:
             ledger.advance(dep.id, Phase.PROGRESSING, 1, f"started {instance.name}")
         if step < 2:
             report(f"{env.name}: waiting for {version} to turn healthy")
-            wait_healthy(config, env, instance)
+            wait_healthy.with_options(timeout_seconds=config.health.timeout_seconds + 60)(
+                config, env, instance
+            )
             ledger.advance(dep.id, Phase.PROGRESSING, 2, "healthy")
         if step < 3:
             _switch(ctx, env, dep, instance)
@@ -85,9 +93,7 @@ def deploy_version(
             )
             ledger.advance(dep.id, Phase.PROMOTING, 3, f"traffic switched to {version}")
         time.sleep(env.drain_seconds)
-        for other in ctx.retried(list_instances)(config, env):
-            if other.name != instance.name:
-                ctx.retried(stop_version)(config, env, other.name)
+        ctx.retried(stop_others)(config, env, instance.name)
         ledger.advance(dep.id, Phase.PROMOTING, 4, "previous versions stopped")
     except ShipliftError as exc:
         _fail(ctx, env, dep, instance, str(exc))

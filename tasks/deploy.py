@@ -7,18 +7,21 @@ from prefect.cache_policies import NO_CACHE
 
 from shiplift.config import Config, EnvironmentConfig
 from shiplift.model import ImageRef
+from shiplift.routers import router_for
 from shiplift.targets import Instance, target_for
 from tasks import is_transient
 
 
 @task(name="prepare-environment", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=300)
 def prepare_environment(config: Config, env: EnvironmentConfig) -> None:
-    """Create the environment's shared parts (network) if they are missing.
+    """Create the environment's shared parts (network) and make sure its router serves.
 
     Example:
         >>> prepare_environment(config, config.environment("dev"))  # doctest: +SKIP
     """
-    target_for(config, env).prepare()
+    target = target_for(config, env)
+    target.prepare()
+    router_for(config, env, target).reconcile()
 
 
 @task(name="start-version", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=600)
@@ -38,6 +41,9 @@ def start_version(config: Config, env: EnvironmentConfig, version: str, image: I
 def wait_healthy(config: Config, env: EnvironmentConfig, instance: Instance) -> None:
     """Probe the health path until 200; fail at once when the container exits.
 
+    Not retried: a version that exits or never turns healthy is a verdict, not a glitch. The
+    flow sets the timeout from ``health.timeout_seconds``.
+
     Example:
         >>> wait_healthy(config, env, instance)  # doctest: +SKIP
     """
@@ -54,6 +60,23 @@ def stop_version(config: Config, env: EnvironmentConfig, instance_name: str) -> 
     """
     target_for(config, env).stop(instance_name)
     get_run_logger().info("%s: stopped %s", env.name, instance_name)
+
+
+@task(name="stop-others", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=300)
+def stop_others(config: Config, env: EnvironmentConfig, keep: str) -> list[str]:
+    """Stop every instance of the app in ``env`` but ``keep``; return the names stopped.
+
+    Example:
+        >>> stop_others(config, env, "shiplift-hello-dev-v2-…")  # doctest: +SKIP
+        ['shiplift-hello-dev-v1-…']
+    """
+    target = target_for(config, env)
+    stopped = [i.name for i in target.instances() if i.name != keep]
+    for name in stopped:
+        target.stop(name)
+    if stopped:
+        get_run_logger().info("%s: stopped %s", env.name, ", ".join(stopped))
+    return stopped
 
 
 @task(name="list-instances", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=60)

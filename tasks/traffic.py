@@ -12,16 +12,6 @@ from shiplift.targets import target_for
 from tasks import is_transient
 
 
-@task(name="reconcile-router", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=300)
-def reconcile_router(config: Config, env: EnvironmentConfig) -> None:
-    """Make sure the environment's router runs and publishes the stable endpoint.
-
-    Example:
-        >>> reconcile_router(config, config.environment("prod"))  # doctest: +SKIP
-    """
-    router_for(config, env, target_for(config, env)).reconcile()
-
-
 @task(name="set-routes", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=120)
 def set_routes(config: Config, env: EnvironmentConfig, backends: dict[str, str], weights: Weights) -> None:
     """Set the traffic weights and wait until the router has them in force.

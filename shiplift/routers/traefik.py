@@ -285,10 +285,10 @@ class TraefikRouter:
             time.sleep(0.05)
         raise RouterError(f"the router of {self.env.name} did not become ready in {timeout:.0f}s")
 
-    def _api_weights(self, generation: int) -> dict[str, int] | None:
+    def _api_weights(self, generation: int, api: str | None = None) -> dict[str, int] | None:
         """Weights by service name of ``generation`` if Traefik has it in force, else ``None``."""
         try:
-            data = httpx.get(f"{self._api()}/api/rawdata", timeout=2).json()
+            data = httpx.get(f"{api or self._api()}/api/rawdata", timeout=2).json()
         except (httpx.HTTPError, ValueError):
             return None
         main = f"{slug(self.app)}-g{generation}"
@@ -301,9 +301,10 @@ class TraefikRouter:
 
     def _wait_generation(self, generation: int, weights: Weights, timeout: float = 15) -> None:
         expected = {f"v-{slug(k)}": v for k, v in weights.items() if v > 0}
+        api = self._api()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._api_weights(generation) == expected:
+            if self._api_weights(generation, api) == expected:
                 # The API and the routing table are swapped by the same configuration update;
                 # give the proxy a moment to finish the swap before anyone relies on it.
                 time.sleep(0.1)
