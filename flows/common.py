@@ -43,7 +43,7 @@ def open_context(config_path: str) -> Context:
     return Context(config=config, ledger=ledger, run_id=str(run_id) if run_id else None)
 
 
-def check_supported(config: Config, environments: list[str], auto_approve: bool) -> None:
+def check_supported(config: Config, environments: list[str]) -> None:
     """Refuse, before anything is touched, what this version of shiplift cannot do yet."""
     for env in config.environments:
         if env.name not in environments:
@@ -52,9 +52,4 @@ def check_supported(config: Config, environments: list[str], auto_approve: bool)
             raise ReleaseError(
                 f"environments[{env.name}].strategy.kind: {env.strategy.kind!r} is not available in this "
                 f"version of shiplift (available: {', '.join(SUPPORTED_STRATEGIES)})"
-            )
-        if env.approval is not None and not auto_approve:
-            raise ReleaseError(
-                f"environments[{env.name}].approval: approval gates are not available in this version of "
-                "shiplift; pass --auto-approve to promote without one"
             )

@@ -18,7 +18,9 @@ import time
 
 from prefect import flow, get_run_logger
 
+from flows.approval import await_approval
 from flows.common import Context, check_supported, open_context
+from shiplift.approvals import Outcome
 from shiplift.config import EnvironmentConfig
 from shiplift.errors import ReleaseError, RouterError, ShipliftError
 from shiplift.ledger import Deployment
@@ -37,7 +39,15 @@ from tasks.traffic import get_routes, set_routes
 
 
 def deploy_version(
-    ctx: Context, env: EnvironmentConfig, version: str, image: ImageRef, *, kind: str = "promote"
+    ctx: Context,
+    env: EnvironmentConfig,
+    version: str,
+    image: ImageRef,
+    *,
+    kind: str = "promote",
+    author: str | None = None,
+    auto_approve: bool = False,
+    previous_level: str | None = None,
 ) -> Deployment | None:
     """Run the replace runbook; return the deployment, or ``None`` when ``version`` already serves."""
     config, ledger, app = ctx.config, ctx.ledger, ctx.config.app
@@ -67,8 +77,22 @@ def deploy_version(
         log.info("%s: resuming the deployment of %s at step %d", env.name, version, dep.step_index)
         announce(f"{env.name}: resuming {version} at step {dep.step_index} from the ledger")
 
-    started = time.monotonic()
     step = dep.step_index
+    if env.approval is not None and kind == "promote" and step == 0:
+        verdict, why = await_approval(
+            ctx, env, dep, image, author=author, auto_approve=auto_approve, previous_level=previous_level
+        )
+        if verdict is not Outcome.APPROVED:
+            ledger.finish(dep.id, Phase.REJECTED, why)
+            ledger.set_environment_phase(
+                app, env.name, Phase.SUCCEEDED if state and state.version else Phase.PENDING
+            )
+            announce(f"{env.name}: {version} {why}")
+            raise ReleaseError(f"{env.name}: {version} {why}")
+        ledger.advance(dep.id, Phase.PROGRESSING, 0, why)
+        announce(f"{env.name}: {why}")
+
+    started = time.monotonic()
     instance: Instance | None = None
     try:
         ctx.retried(prepare_environment)(config, env)
@@ -182,20 +206,26 @@ def release_image(ctx: Context, version: str) -> ImageRef:
 
 
 @flow(name="promote", flow_run_name="promote-{version}-to-{to}", log_prints=True)
-def promote(config_path: str, version: str, to: str, auto_approve: bool = False) -> dict[str, str]:
+def promote(
+    config_path: str, version: str, to: str, auto_approve: bool = False, author: str | None = None
+) -> dict[str, str]:
     """Promote a released version one level, into ``to``.
 
     The version must serve the level before ``to`` (none for the first level).
     """
     ctx = open_context(config_path)
     env = ctx.config.environment(to)
-    check_supported(ctx.config, [env.name], auto_approve)
+    check_supported(ctx.config, [env.name])
     image = release_image(ctx, version)
     index = ctx.config.index_of(to)
+    previous_level = None
     if index > 0:
         before = ctx.config.environments[index - 1]
         state = ctx.ledger.environment(ctx.config.app, before.name)
         if state is None or state.version != version:
             raise ReleaseError(f"{version} does not serve {before.name}; promote it there first")
-    deploy_version(ctx, env, version, image)
+        previous_level = f"{state.phase}: serves {version} since {state.updated_at:%Y-%m-%d %H:%M:%S} UTC"
+    deploy_version(
+        ctx, env, version, image, author=author, auto_approve=auto_approve, previous_level=previous_level
+    )
     return {"environment": env.name, "version": version, "digest": image.digest}

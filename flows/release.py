@@ -6,8 +6,9 @@ Read it as the runbook it is:
 2. reuse the pushed image when this version was built from the same context, else build
    and push it (the push retries with exponential backoff and jitter)
 3. record the release (version, digest, git sha, author) in the ledger
-4. promote it through every environment in config order (see ``flows/promote.py``);
-   the first level that fails stops the release, and that level keeps its old version
+4. promote it through every environment in config order (see ``flows/promote.py``), each
+   behind its approval gate where the config has one (``flows/approval.py``); the first level
+   that fails or is rejected stops the release, and that level keeps its old version
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def release(
     """Build, push and promote ``version`` through every environment of the config."""
     ctx = open_context(config_path)
     config = ctx.config
-    check_supported(config, [e.name for e in config.environments], auto_approve)
+    check_supported(config, [e.name for e in config.environments])
     log = get_run_logger()
 
     args = build_args(config, version, git_sha, extra_build_args or {})
@@ -56,14 +57,24 @@ def release(
     )
 
     results: dict[str, str] = {}
+    previous_level: str | None = f"built and pushed {image}"
     for env in config.environments:
         try:
-            deploy_version(ctx, env, version, image)
+            deploy_version(
+                ctx,
+                env,
+                version,
+                image,
+                author=author,
+                auto_approve=auto_approve,
+                previous_level=previous_level,
+            )
         except ShipliftError as exc:
             results[env.name] = f"failed: {exc}"
             _summary(config.app, version, image.digest, results)
             raise ReleaseError(f"release {version} failed: {exc}") from None
         results[env.name] = "serving"
+        previous_level = f"{version} serves {env.name} (Succeeded)"
     log.info("release %s serves every environment", version)
     _summary(config.app, version, image.digest, results)
     return {"app": config.app, "version": version, "digest": image.digest, "environments": results}

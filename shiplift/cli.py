@@ -161,6 +161,9 @@ def promote(
     to: Annotated[str, typer.Option("--to", help="The environment to promote into.")],
     config: ConfigOpt = Path("shiplift.yaml"),
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Pass the approval gate.")] = False,
+    author: Annotated[
+        str | None, typer.Option("--author", help="Who promotes (default: CI actor or git user).")
+    ] = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -271,6 +274,48 @@ def history(
             r.reason or "",
         )
     out.print(table)
+
+
+def _decide(run_id: str, approver: str, approved: bool, comment: str, config: Path, json_out: bool) -> None:
+    cfg = _load(config)
+    from shiplift.approve import DecisionError, submit_decision
+
+    try:
+        result = submit_decision(cfg, run_id, approver=approver, approved=approved, comment=comment)
+    except DecisionError as exc:
+        _fail(str(exc), exc.exit_code)
+    if json_out:
+        out.print_json(json.dumps(result))
+    elif result["accepted"] is None:
+        out.print(f"decision sent to run {run_id}; the run has not recorded it yet", markup=False)
+    elif result["accepted"]:
+        out.print(f"{approver} {'approved' if approved else 'rejected'} run {run_id}", markup=False)
+    if result["accepted"] is False:
+        _fail(f"decision refused: {result['reason']}", 1)
+
+
+@app.command()
+def approve(
+    run_id: Annotated[str, typer.Argument(help="The paused release's Prefect flow run id.")],
+    as_: Annotated[str, typer.Option("--as", help="Your name, as listed in approval.approvers.")],
+    comment: Annotated[str, typer.Option("--comment", help="Why.")] = "",
+    config: ConfigOpt = Path("shiplift.yaml"),
+    json_out: JsonOpt = False,
+) -> None:
+    """Approve the promotion a paused run waits for (through the Prefect API)."""
+    _decide(run_id, as_, True, comment, config, json_out)
+
+
+@app.command()
+def reject(
+    run_id: Annotated[str, typer.Argument(help="The paused release's Prefect flow run id.")],
+    as_: Annotated[str, typer.Option("--as", help="Your name, as listed in approval.approvers.")],
+    comment: Annotated[str, typer.Option("--comment", help="Why (required).")],
+    config: ConfigOpt = Path("shiplift.yaml"),
+    json_out: JsonOpt = False,
+) -> None:
+    """Reject the promotion a paused run waits for; the release ends Rejected."""
+    _decide(run_id, as_, False, comment, config, json_out)
 
 
 @app.command()

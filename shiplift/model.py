@@ -20,10 +20,11 @@ class Phase(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     ROLLED_BACK = "RolledBack"
+    REJECTED = "Rejected"
 
     @property
     def finished(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK)
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK, Phase.REJECTED)
 
 
 class ReplaceStep(StrEnum):

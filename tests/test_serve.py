@@ -44,7 +44,10 @@ def test_a_release_started_through_the_api_runs_on_the_served_deployment(project
             assert time.monotonic() < deadline, "the deployments never appeared"
             time.sleep(0.5)
         run = run_deployment(
-            "release/release", parameters={"version": "v1", "auto_approve": True}, timeout=600, poll_interval=1
+            "release/release",
+            parameters={"version": "v1", "auto_approve": True},
+            timeout=600,
+            poll_interval=1,
         )
         assert run.state is not None and run.state.is_completed(), run.state
         assert project.version_at("dev") == "v1" and project.version_at("qa") == "v1"

@@ -23,12 +23,20 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shiplift.errors import LedgerError
-from shiplift.ledger.tables import DeploymentRow, EnvironmentRow, EventRow, ReleaseRow
+from shiplift.ledger.tables import ApprovalRow, DeploymentRow, EnvironmentRow, EventRow, ReleaseRow
 from shiplift.model import Phase
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-__all__ = ["Deployment", "Ledger", "ReleaseRecord", "EnvironmentState", "ledger_url", "open_ledger"]
+__all__ = [
+    "ApprovalRecord",
+    "Deployment",
+    "Ledger",
+    "ReleaseRecord",
+    "EnvironmentState",
+    "ledger_url",
+    "open_ledger",
+]
 
 
 def now() -> datetime:
@@ -78,6 +86,17 @@ class Deployment:
             out[key] = out[key].isoformat() if out[key] else None
         out["phase"] = str(self.phase)
         return out
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    deployment_id: int
+    approver: str
+    approved: bool
+    comment: str
+    accepted: bool
+    reason: str | None
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -360,6 +379,15 @@ class Ledger:
                 now(),
             )
 
+    def set_environment_phase(self, app: str, environment: str, phase: Phase) -> None:
+        """Change only the phase of what ``environment`` shows (it keeps serving its version)."""
+        with self._session() as s:
+            row = s.get(EnvironmentRow, (app, environment))
+            if row is None:
+                row = EnvironmentRow(app=app, environment=environment, version=None, digest=None, weights={})
+                s.add(row)
+            row.phase, row.updated_at = str(phase), now()
+
     def environment(self, app: str, environment: str) -> EnvironmentState | None:
         with self._session() as s:
             row = s.get(EnvironmentRow, (app, environment))
@@ -399,3 +427,56 @@ class Ledger:
                         message=reason,
                     )
                 )
+
+    # approvals ------------------------------------------------------------------------------
+
+    def record_approval(
+        self,
+        deployment_id: int,
+        *,
+        approver: str,
+        approved: bool,
+        comment: str,
+        accepted: bool,
+        reason: str | None,
+    ) -> ApprovalRecord:
+        with self._session() as s:
+            row = ApprovalRow(
+                deployment_id=deployment_id,
+                approver=approver,
+                approved=approved,
+                comment=comment,
+                accepted=accepted,
+                reason=reason,
+                at=now(),
+            )
+            s.add(row)
+            s.flush()
+            return _approval(row)
+
+    def approvals(self, deployment_id: int) -> list[ApprovalRecord]:
+        with self._session() as s:
+            rows = s.scalars(
+                select(ApprovalRow).where(ApprovalRow.deployment_id == deployment_id).order_by(ApprovalRow.id)
+            )
+            return [_approval(r) for r in rows]
+
+    def deployment_for_run(self, run_id: str) -> list[Deployment]:
+        """Deployments started by the Prefect flow run ``run_id``."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(DeploymentRow).where(DeploymentRow.run_id == run_id).order_by(DeploymentRow.id)
+            )
+            return [_deployment(r) for r in rows]
+
+
+def _approval(row: ApprovalRow) -> ApprovalRecord:
+    return ApprovalRecord(
+        deployment_id=row.deployment_id,
+        approver=row.approver,
+        approved=row.approved,
+        comment=row.comment,
+        accepted=row.accepted,
+        reason=row.reason,
+        at=_aware(row.at) or now(),
+    )

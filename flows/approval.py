@@ -1,0 +1,152 @@
+"""The approval gate of a promotion: pause the run for people, count their decisions.
+
+The run pauses with Prefect's ``pause_flow_run(wait_for_input=ApprovalInput)``: the Prefect
+UI's Resume form, ``shiplift approve|reject`` and one REST call all resume it with
+``approved``, ``approver`` and ``comment``. Each decision is judged by shiplift
+(:mod:`shiplift.approvals`), kept in the ledger and shown as an artifact on the run; a refused
+one changes nothing and the run pauses again. A timeout is a rejection.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+
+from flows.common import Context
+from shiplift.approvals import Decision, Outcome, outcome, refusal
+from shiplift.config import EnvironmentConfig
+from shiplift.ledger import Deployment, now
+from shiplift.model import ImageRef, Phase
+from shiplift.progress import announce, report
+
+AUTO = "(auto-approve)"
+
+
+class ApprovalInput(RunInput):
+    """The Resume form: an empty submit is not an approval."""
+
+    approved: bool = False
+    approver: str = ""
+    comment: str = ""
+
+
+def describe(
+    ctx: Context,
+    env: EnvironmentConfig,
+    dep: Deployment,
+    image: ImageRef,
+    previous_level: str | None,
+    author: str | None,
+) -> str:
+    """What the approver is asked to let through, in markdown."""
+    policy = env.approval
+    assert policy is not None
+    state = ctx.ledger.environment(ctx.config.app, env.name)
+    now_runs = f"{state.version} (`{state.digest}`)" if state and state.version else "nothing yet"
+    index = ctx.config.index_of(env.name)
+    source = ctx.config.environments[index - 1].name if index > 0 else "(build)"
+    rule = f"{policy.min_approvals} of {', '.join(policy.approvers)}"
+    if policy.forbid_self_approval and author:
+        rule += f"; the author ({author}) may not approve"
+    return (
+        f"### Promote {ctx.config.app} {dep.version} to {env.name}\n\n"
+        f"| | |\n|---|---|\n| app | {ctx.config.app} |\n| version | {dep.version} |\n"
+        f"| digest | `{image.digest}` |\n| from | {source} |\n| to | {env.name} |\n"
+        f"| {env.name} runs now | {now_runs} |\n| {source} result | {previous_level or 'n/a'} |\n"
+        f"| author | {author or 'unknown'} |\n\n"
+        f"Needs {rule}. Set **approved**, type your name in **approver**, add a **comment**; "
+        f"a timeout rejects."
+    )
+
+
+def await_approval(
+    ctx: Context,
+    env: EnvironmentConfig,
+    dep: Deployment,
+    image: ImageRef,
+    *,
+    author: str | None,
+    auto_approve: bool,
+    previous_level: str | None,
+) -> tuple[Outcome, str]:
+    """Block until the gate of ``env`` approves or rejects ``dep``; return the outcome and why."""
+    policy = env.approval
+    assert policy is not None
+    ledger = ctx.ledger
+    if auto_approve:
+        ledger.record_approval(
+            dep.id, approver=AUTO, approved=True, comment="--auto-approve", accepted=True, reason=None
+        )
+        return Outcome.APPROVED, "approved with --auto-approve"
+    accepted = [
+        Decision(a.approver, a.approved, a.comment, a.at) for a in ledger.approvals(dep.id) if a.accepted
+    ]
+    ledger.advance(
+        dep.id, Phase.AWAITING_APPROVAL, dep.step_index, f"waiting for {policy.min_approvals} approval(s)"
+    )
+    ledger.set_environment_phase(ctx.config.app, env.name, Phase.AWAITING_APPROVAL)
+    description = describe(ctx, env, dep, image, previous_level, author)
+    deadline = time.monotonic() + policy.timeout_seconds - max(0.0, (now() - dep.started_at).total_seconds())
+    log = get_run_logger()
+    while (verdict := outcome(policy, accepted)) is Outcome.PENDING:
+        remaining = deadline - time.monotonic()
+        report(f"{env.name}: waiting for approval (run {ctx.run_id})")
+        announce(f"{env.name}: waiting for approval: shiplift approve {ctx.run_id} --as NAME")
+        try:
+            if remaining <= 0:
+                raise FlowPauseTimeout("the approval gate timed out")
+            answer = pause_flow_run(
+                wait_for_input=ApprovalInput.with_initial_data(description=description, approved=False),
+                timeout=max(1, int(remaining)),
+                poll_interval=1,
+            )
+        except FlowPauseTimeout:
+            reason = f"approval timed out after {policy.timeout_seconds:g}s"
+            ledger.record_approval(
+                dep.id, approver="(timeout)", approved=False, comment="", accepted=True, reason=reason
+            )
+            _artifact(ctx, env, dep)
+            return Outcome.REJECTED, reason
+        decision = Decision(answer.approver.strip(), bool(answer.approved), answer.comment, now())
+        why_not = refusal(policy, author, accepted, decision)
+        ledger.record_approval(
+            dep.id,
+            approver=decision.approver or "(none)",
+            approved=decision.approved,
+            comment=decision.comment,
+            accepted=why_not is None,
+            reason=why_not,
+        )
+        _artifact(ctx, env, dep)
+        if why_not is not None:
+            log.warning("%s: decision refused: %s", env.name, why_not)
+            announce(f"{env.name}: decision refused: {why_not}")
+            continue
+        accepted.append(decision)
+        log.info("%s: %s %s", env.name, decision.approver, "approved" if decision.approved else "rejected")
+    if verdict is Outcome.REJECTED:
+        who = next(d for d in accepted if not d.approved)
+        return verdict, f"rejected by {who.approver}" + (f": {who.comment}" if who.comment else "")
+    names = ", ".join(sorted({d.approver for d in accepted if d.approved}))
+    return verdict, f"approved by {names}"
+
+
+def _artifact(ctx: Context, env: EnvironmentConfig, dep: Deployment) -> None:
+    rows = "\n".join(
+        f"| {a.at:%Y-%m-%d %H:%M:%S} | {a.approver} | {'approve' if a.approved else 'reject'} | "
+        f"{'counted' if a.accepted else 'refused: ' + (a.reason or '')} | {a.comment} |"
+        for a in ctx.ledger.approvals(dep.id)
+    )
+    create_markdown_artifact(
+        key=f"approvals-{ctx.config.app}-{env.name}".lower(),
+        markdown=(
+            f"### Approvals: {ctx.config.app} {dep.version} to {env.name}\n\n"
+            f"| when (UTC) | who | decision | verdict | comment |\n|---|---|---|---|---|\n{rows}\n"
+        ),
+        description=f"approval decisions for {dep.version} in {env.name}",
+    )

@@ -1,0 +1,57 @@
+"""Approval gates: who may approve a promotion, and when enough have.
+
+The Prefect server has no users: ``approver`` is whatever the person typed in the Resume form
+or passed to ``shiplift approve --as``. That is why the checks live here, in shiplift: the
+allow-list, distinct approvers for ``min_approvals`` (N of M), and no self-approval by the
+release's author where the config forbids it. A refused decision is recorded and changes
+nothing; the gate keeps waiting. A timeout is a rejection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from shiplift.config import ApprovalConfig
+
+
+class Outcome(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One submitted decision, as typed by a person."""
+
+    approver: str
+    approved: bool
+    comment: str
+    at: datetime
+
+
+def refusal(
+    policy: ApprovalConfig, author: str | None, accepted: list[Decision], decision: Decision
+) -> str | None:
+    """Why ``decision`` does not count, or ``None`` when it does."""
+    who = decision.approver.strip()
+    if not who:
+        return "no approver name was given"
+    if who not in policy.approvers:
+        return f"{who!r} is not an approver of this environment (approvers: {', '.join(policy.approvers)})"
+    if policy.forbid_self_approval and author and who == author and decision.approved:
+        return f"{who!r} is the release's author and may not approve it"
+    if decision.approved and any(d.approver == who and d.approved for d in accepted):
+        return f"{who!r} has already approved; min_approvals needs different people"
+    return None
+
+
+def outcome(policy: ApprovalConfig, accepted: list[Decision]) -> Outcome:
+    """Rejected as soon as one allowed person rejects; approved with enough distinct approvals."""
+    if any(not d.approved for d in accepted):
+        return Outcome.REJECTED
+    if len({d.approver for d in accepted if d.approved}) >= policy.min_approvals:
+        return Outcome.APPROVED
+    return Outcome.PENDING
