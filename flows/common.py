@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from prefect import Task
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from shiplift.config import Config, load_config
+from shiplift.config import Config, EnvironmentConfig, load_config
 from shiplift.errors import ReleaseError
 from shiplift.ledger import Ledger, ledger_url, open_ledger
+from shiplift.progress import report
 
 T = TypeVar("T", bound=Task[Any, Any])
 
@@ -53,3 +58,18 @@ def check_supported(config: Config, environments: list[str]) -> None:
                 f"environments[{env.name}].strategy.kind: {env.strategy.kind!r} is not available in this "
                 f"version of shiplift (available: {', '.join(SUPPORTED_STRATEGIES)})"
             )
+
+
+LOCK_LEASE_SECONDS = 60
+"""A killed holder's slot frees once its lease lapses (Prefect's shortest lease is 60 s)."""
+
+
+@contextmanager
+def environment_lock(ctx: Context, env: EnvironmentConfig) -> Iterator[None]:
+    """Hold the strict global concurrency limit ``shiplift-<app>-<env>`` (one slot)."""
+    name = f"shiplift-{ctx.config.app}-{env.name}"
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, 1)
+    report(f"{env.name}: waiting for the environment lock {name}")
+    with concurrency(name, occupy=1, strict=True, lease_duration=LOCK_LEASE_SECONDS):
+        yield

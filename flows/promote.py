@@ -19,7 +19,7 @@ import time
 from prefect import flow, get_run_logger
 
 from flows.approval import await_approval
-from flows.common import Context, check_supported, open_context
+from flows.common import Context, check_supported, environment_lock, open_context
 from shiplift.approvals import Outcome
 from shiplift.config import EnvironmentConfig
 from shiplift.errors import ReleaseError, RouterError, ShipliftError
@@ -49,14 +49,10 @@ def deploy_version(
     auto_approve: bool = False,
     previous_level: str | None = None,
 ) -> Deployment | None:
-    """Run the replace runbook; return the deployment, or ``None`` when ``version`` already serves."""
+    """Gate, lock, then run the replace runbook; ``None`` when ``version`` already serves."""
     config, ledger, app = ctx.config, ctx.ledger, ctx.config.app
-    log = get_run_logger()
     state = ledger.environment(app, env.name)
-    dep = ledger.unfinished(app, env.name)
-    if dep is not None and (dep.version, dep.digest) != (version, image.digest):
-        _abandon(ctx, env, dep, state.version if state else None, f"interrupted; superseded by {version}")
-        dep = None
+    dep = ledger.unfinished(app, env.name, version=version, digest=image.digest)
     serving = dep is None and state is not None and (state.version, state.digest) == (version, image.digest)
     if serving and ctx.retried(get_routes)(config, env) == {version: 100}:
         announce(f"{env.name}: {version} already serves {_endpoint(env)}")
@@ -74,11 +70,10 @@ def deploy_version(
             run_id=ctx.run_id,
         )
     else:
-        log.info("%s: resuming the deployment of %s at step %d", env.name, version, dep.step_index)
+        get_run_logger().info("%s: resuming %s at step %d", env.name, version, dep.step_index)
         announce(f"{env.name}: resuming {version} at step {dep.step_index} from the ledger")
 
-    step = dep.step_index
-    if env.approval is not None and kind == "promote" and step == 0:
+    if env.approval is not None and kind == "promote" and dep.step_index == 0:
         verdict, why = await_approval(
             ctx, env, dep, image, author=author, auto_approve=auto_approve, previous_level=previous_level
         )
@@ -92,6 +87,29 @@ def deploy_version(
         ledger.advance(dep.id, Phase.PROGRESSING, 0, why)
         announce(f"{env.name}: {why}")
 
+    # One promotion per environment at a time, taken after approval: a second release for the
+    # same environment waits here for its turn.
+    with environment_lock(ctx, env):
+        ledger.advance(dep.id, Phase.PROGRESSING, dep.step_index, "environment lock taken")
+        for other in ledger.unfinished_all(app, env.name):
+            if other.id != dep.id and other.phase in (Phase.PROGRESSING, Phase.PROMOTING):
+                # it held this lock, so its run is gone: close it and remove what it started
+                state = ledger.environment(app, env.name)
+                _abandon(
+                    ctx, env, other, state.version if state else None, f"interrupted; superseded by {version}"
+                )
+        state = ledger.environment(app, env.name)
+        if dep.step_index == 0:
+            ledger.set_previous(dep.id, state.version if state else None, state.digest if state else None)
+        return _replace(ctx, env, ledger.deployment(dep.id), version, image, kind)
+
+
+def _replace(
+    ctx: Context, env: EnvironmentConfig, dep: Deployment, version: str, image: ImageRef, kind: str
+) -> Deployment:
+    """The replace runbook from the deployment's persisted step."""
+    config, ledger, app = ctx.config, ctx.ledger, ctx.config.app
+    step = dep.step_index
     started = time.monotonic()
     instance: Instance | None = None
     try:

@@ -135,3 +135,30 @@ def test_a_gate_that_times_out_rejects(project: Project) -> None:
     assert project.version_at("prod") == "v1"
     dep = open_ledger(project.ledger_url()).history(project.app, "prod")[0]
     assert (dep.version, dep.phase, dep.reason) == ("v2", Phase.REJECTED, "approval timed out after 3s")
+
+
+def test_two_releases_for_one_environment_run_one_after_the_other(project: Project) -> None:
+    """Acceptance e: the environment lock (a strict global concurrency limit) serializes them."""
+    doc = project.config()
+    doc["environments"] = doc["environments"][3:]
+    project.write_config(doc)
+    project.shiplift("release", "--version", "v1", "--auto-approve", check=True)
+    first = project.popen("release", "--version", "v2", "--auto-approve")
+    second = project.popen("release", "--version", "v3", "--auto-approve")
+    for proc in (first, second):
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr
+    ledger = open_ledger(project.ledger_url())
+    runs = [d for d in ledger.history(project.app, "prod") if d.version in ("v2", "v3")]
+    assert sorted(d.version for d in runs) == ["v2", "v3"]
+    assert all(d.phase == Phase.SUCCEEDED for d in runs)
+    spans = []
+    for dep in runs:
+        locked = next(at for at, _, _, message in ledger.events(dep.id) if message == "environment lock taken")
+        assert dep.finished_at is not None
+        spans.append((locked, dep.finished_at, dep.version))
+    spans.sort()
+    assert spans[0][1] <= spans[1][0], f"the promotions overlapped: {spans}"
+    last = spans[1][2]
+    assert project.version_at("prod") == last
+    assert project.status()["environments"]["prod"]["version"] == last

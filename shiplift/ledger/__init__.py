@@ -275,11 +275,21 @@ class Ledger:
             s.add(EventRow(deployment_id=row.id, at=at, phase=row.phase, step_index=0, message="started"))
             return _deployment(row)
 
-    def unfinished(self, app: str, environment: str) -> Deployment | None:
-        """The newest deployment in ``environment`` that never reached a final phase."""
+    def unfinished(
+        self, app: str, environment: str, *, version: str | None = None, digest: str | None = None
+    ) -> Deployment | None:
+        """The newest deployment in ``environment`` (of ``version``/``digest``) not in a final phase."""
+        rows = self.unfinished_all(app, environment)
+        for dep in rows:
+            if (version is None or dep.version == version) and (digest is None or dep.digest == digest):
+                return dep
+        return None
+
+    def unfinished_all(self, app: str, environment: str) -> list[Deployment]:
+        """Every deployment in ``environment`` not in a final phase, newest first."""
         finished = [str(p) for p in Phase if p.finished]
         with self._session() as s:
-            row = s.scalar(
+            rows = s.scalars(
                 select(DeploymentRow)
                 .where(
                     DeploymentRow.app == app,
@@ -288,7 +298,13 @@ class Ledger:
                 )
                 .order_by(DeploymentRow.id.desc())
             )
-            return _deployment(row) if row else None
+            return [_deployment(r) for r in rows]
+
+    def set_previous(self, deployment_id: int, version: str | None, digest: str | None) -> None:
+        """Record what the environment served when the deployment took the environment lock."""
+        with self._session() as s:
+            row = s.get_one(DeploymentRow, deployment_id)
+            row.previous_version, row.previous_digest = version, digest
 
     def advance(self, deployment_id: int, phase: Phase, step_index: int, message: str) -> None:
         """Persist the phase and step index a deployment has reached."""
