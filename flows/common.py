@@ -73,3 +73,24 @@ def environment_lock(ctx: Context, env: EnvironmentConfig) -> Iterator[None]:
     report(f"{env.name}: waiting for the environment lock {name}")
     with concurrency(name, occupy=1, strict=True, lease_duration=LOCK_LEASE_SECONDS):
         yield
+
+
+def supersede_run(old_run_id: str, new_run_id: str) -> None:
+    """Cancel a run that left a deployment unfinished (its process died, e.g. paused for approval).
+
+    The new run takes the deployment over, with the decisions already recorded in the ledger,
+    so the old run must not stay "Paused" in the UI waiting for a resume nobody executes.
+    """
+    from uuid import UUID
+
+    from prefect.states import Cancelled
+
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(UUID(old_run_id))
+        except Exception:  # noqa: BLE001 - a run the server forgot needs no cancelling
+            return
+        if run.state is not None and not run.state.is_final():
+            client.set_flow_run_state(
+                UUID(old_run_id), Cancelled(message=f"superseded by run {new_run_id}"), force=True
+            )

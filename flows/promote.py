@@ -19,7 +19,7 @@ import time
 from prefect import flow, get_run_logger
 
 from flows.approval import await_approval
-from flows.common import Context, check_supported, environment_lock, open_context
+from flows.common import Context, check_supported, environment_lock, open_context, supersede_run
 from shiplift.approvals import Outcome
 from shiplift.config import EnvironmentConfig
 from shiplift.errors import ReleaseError, RouterError, ShipliftError
@@ -72,6 +72,9 @@ def deploy_version(
     else:
         get_run_logger().info("%s: resuming %s at step %d", env.name, version, dep.step_index)
         announce(f"{env.name}: resuming {version} at step {dep.step_index} from the ledger")
+        if dep.run_id and ctx.run_id and dep.run_id != ctx.run_id:
+            supersede_run(dep.run_id, ctx.run_id)
+            ledger.set_run(dep.id, ctx.run_id)
 
     if env.approval is not None and kind == "promote" and dep.step_index == 0:
         verdict, why = await_approval(

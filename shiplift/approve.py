@@ -9,7 +9,6 @@ This is the one module of the core that talks to Prefect's API: the CLI's ``appr
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 from uuid import UUID
@@ -17,29 +16,12 @@ from uuid import UUID
 import httpx
 
 from shiplift.config import Config
-from shiplift.errors import ShipliftError
 from shiplift.ledger import ledger_url, open_ledger
+from shiplift.prefect_api import ApiError, api_url, client
 
 
-class DecisionError(ShipliftError):
+class DecisionError(ApiError):
     """The decision could not be delivered (no such run, not paused, API unreachable)."""
-
-
-def api_url() -> str:
-    url = os.environ.get("PREFECT_API_URL")
-    if not url:
-        raise DecisionError("PREFECT_API_URL is not set: point it at the Prefect server the release runs on")
-    return url.rstrip("/")
-
-
-def _client() -> httpx.Client:
-    auth = os.environ.get("PREFECT_API_AUTH_STRING")
-    headers = {}
-    if auth:
-        import base64
-
-        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
-    return httpx.Client(base_url=api_url(), headers=headers, timeout=15)
 
 
 def submit_decision(
@@ -55,15 +37,15 @@ def submit_decision(
     ledger = open_ledger(ledger_url(config.root, config.ledger.url))
     before = _decisions(ledger, run_id)
     try:
-        with _client() as client:
-            run = client.get(f"/flow_runs/{run_id}")
+        with client() as api:
+            run = api.get(f"/flow_runs/{run_id}")
             if run.status_code == 404:
                 raise DecisionError(f"no flow run {run_id} on {api_url()}")
             run.raise_for_status()
             state = (run.json().get("state") or {}).get("type")
             if state != "PAUSED":
                 raise DecisionError(f"run {run_id} is not waiting for approval (state: {state})")
-            answer = client.post(
+            answer = api.post(
                 f"/flow_runs/{run_id}/resume",
                 json={"run_input": {"approved": approved, "approver": approver, "comment": comment}},
             )

@@ -319,6 +319,64 @@ def reject(
 
 
 @app.command()
+def trigger(
+    version: Annotated[str, typer.Option("--version", help="Version label of the release.")],
+    config: ConfigOpt = Path("shiplift.yaml"),
+    author: Annotated[
+        str | None, typer.Option("--author", help="Who releases (default: CI actor or git user).")
+    ] = None,
+    git_sha: Annotated[
+        str | None, typer.Option("--git-sha", help="Commit (default: GITHUB_SHA or git HEAD).")
+    ] = None,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Pass approval gates.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run; exit with its outcome.")] = False,
+    rerun: Annotated[
+        bool,
+        typer.Option(
+            "--rerun", help="Start a new run even if this commit already has one (its process died)."
+        ),
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Start a release on the served `release` deployment through the Prefect REST API (for CI)."""
+    cfg = _load(config)
+    sha = git_sha or os.environ.get("GITHUB_SHA") or _git(cfg, "rev-parse", "HEAD")
+    if not sha:
+        _fail("--git-sha: no git sha (not a git checkout and GITHUB_SHA is not set)", 2)
+    from shiplift.trigger import trigger_release, wait_for_run
+
+    try:
+        run = trigger_release(
+            cfg,
+            version=version,
+            git_sha=sha,
+            author=_author(cfg, author),
+            auto_approve=auto_approve,
+            rerun=rerun,
+        )
+    except ShipliftError as exc:
+        _fail(str(exc), exc.exit_code)
+    if not json_out:
+        out.print(f"release {version}: run {run['run_id']} {run['url']}", markup=False, soft_wrap=True)
+    if not wait:
+        if json_out:
+            out.print_json(json.dumps(run))
+        return
+
+    def on_state(state: str) -> None:
+        note = f"  run {run['run_id']}: {state}"
+        if state == "PAUSED":
+            note += f" (waiting for approval: shiplift approve {run['run_id']} --as NAME)"
+        err.print(note, markup=False, soft_wrap=True)
+
+    final = wait_for_run(run["run_id"], on_state)
+    if json_out:
+        out.print_json(json.dumps({**run, **final}))
+    if final["state"] != "COMPLETED":
+        _fail(f"release {version} ended {final['state']}: {final['message']}", 1)
+
+
+@app.command()
 def serve(
     config: ConfigOpt = Path("shiplift.yaml"),
     limit: Annotated[int, typer.Option("--limit", help="At most this many flow runs at once.")] = 4,

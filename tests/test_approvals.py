@@ -154,7 +154,9 @@ def test_two_releases_for_one_environment_run_one_after_the_other(project: Proje
     assert all(d.phase == Phase.SUCCEEDED for d in runs)
     spans = []
     for dep in runs:
-        locked = next(at for at, _, _, message in ledger.events(dep.id) if message == "environment lock taken")
+        locked = next(
+            at for at, _, _, message in ledger.events(dep.id) if message == "environment lock taken"
+        )
         assert dep.finished_at is not None
         spans.append((locked, dep.finished_at, dep.version))
     spans.sort()

@@ -1,4 +1,4 @@
-"""`shiplift serve`: the flows served as Prefect deployments, a release started through the API."""
+"""`shiplift serve` and `shiplift trigger`: releases started through the Prefect API."""
 
 from __future__ import annotations
 
@@ -8,28 +8,38 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
+from shiplift.ledger import open_ledger
+from shiplift.model import Phase
 from tests.support.parts import Project
 
 pytestmark = pytest.mark.real
+SERVED = {"release/release", "promote/promote", "rollback/rollback"}
 
 
-async def _deployment_names() -> set[str]:
+async def _served_for(config_path: str) -> set[str]:
+    """Names of the deployments whose config_path is this project's."""
     async with get_client() as client:
         deployments = await client.read_deployments()
         flows = {f.id: f.name for f in await client.read_flows()}
-    return {f"{flows.get(d.flow_id)}/{d.name}" for d in deployments}
+    return {
+        f"{flows.get(d.flow_id)}/{d.name}"
+        for d in deployments
+        if d.parameters.get("config_path") == config_path
+    }
 
 
-def test_a_release_started_through_the_api_runs_on_the_served_deployment(project: Project) -> None:
-    doc = project.config()
-    doc["environments"] = doc["environments"][:2]
-    project.write_config(doc)
-    serve = subprocess.Popen(
+@contextmanager
+def serving(project: Project) -> Iterator[subprocess.Popen[bytes]]:
+    """`shiplift serve` in its own process group, up until its deployments are registered."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "shiplift", "serve", "--config", str(project.config_path)],
         cwd=project.dir,
         env=os.environ.copy(),
@@ -39,10 +49,27 @@ def test_a_release_started_through_the_api_runs_on_the_served_deployment(project
     )
     try:
         deadline = time.monotonic() + 120
-        while {"release/release", "promote/promote", "rollback/rollback"} - asyncio.run(_deployment_names()):
-            assert serve.poll() is None, "shiplift serve exited"
+        config_path = str(project.config_path.resolve())
+        while SERVED - asyncio.run(_served_for(config_path)):
+            assert proc.poll() is None, "shiplift serve exited"
             assert time.monotonic() < deadline, "the deployments never appeared"
             time.sleep(0.5)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+
+
+def _state(run_id: str) -> str:
+    return str(httpx.get(f"{os.environ['PREFECT_API_URL']}/flow_runs/{run_id}").json()["state"]["type"])
+
+
+def test_a_release_started_through_the_api_runs_on_the_served_deployment(project: Project) -> None:
+    doc = project.config()
+    doc["environments"] = doc["environments"][:2]
+    project.write_config(doc)
+    with serving(project):
         run = run_deployment(
             "release/release",
             parameters={"version": "v1", "auto_approve": True},
@@ -50,8 +77,88 @@ def test_a_release_started_through_the_api_runs_on_the_served_deployment(project
             poll_interval=1,
         )
         assert run.state is not None and run.state.is_completed(), run.state
-        assert project.version_at("dev") == "v1" and project.version_at("qa") == "v1"
-        assert project.status()["environments"]["qa"]["version"] == "v1"
-    finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        serve.wait(30)
+    assert project.version_at("dev") == "v1" and project.version_at("qa") == "v1"
+    assert project.status()["environments"]["qa"]["version"] == "v1"
+
+
+def test_the_same_ci_trigger_twice_starts_one_run(project: Project) -> None:
+    """Acceptance f: one idempotency key (app, version, git sha), one run; --wait exits with it."""
+    doc = project.config()
+    doc["environments"] = doc["environments"][:1]
+    project.write_config(doc)
+    with serving(project):
+        first = project.shiplift(
+            "trigger", "--version", "v1", "--git-sha", "0a1b2c3", "--auto-approve", "--json"
+        )
+        assert first.returncode == 0, first.stderr
+        second = project.shiplift(
+            "trigger", "--version", "v1", "--git-sha", "0a1b2c3", "--auto-approve", "--wait", "--json"
+        )
+        assert second.returncode == 0, second.stderr
+    import json
+
+    one, two = json.loads(first.stdout), json.loads(second.stdout)
+    assert one["run_id"] == two["run_id"]
+    assert one["url"].endswith(f"/runs/flow-run/{one['run_id']}")
+    assert two["state"] == "COMPLETED"
+    assert project.version_at("dev") == "v1"
+    deployments = open_ledger(project.ledger_url()).history(project.app)
+    assert [(d.version, d.run_id) for d in deployments] == [("v1", one["run_id"])]
+
+
+def test_serving_process_killed_while_waiting_then_rerun_keeps_the_approvals(project: Project) -> None:
+    """Acceptance g: the run waiting for approval dies with `shiplift serve`; re-triggering is safe.
+
+    What shiplift guarantees: the unfinished deployment and every decision already given are in
+    the ledger. `shiplift trigger --rerun` starts a new run that takes the deployment over, cancels
+    the dead paused run, and waits only for the approvals still missing.
+    """
+    doc = project.config()
+    doc["environments"] = [doc["environments"][0], doc["environments"][3]]
+    project.write_config(doc)
+    project.shiplift("release", "--version", "v1", "--auto-approve", check=True)
+    doc["environments"][1]["approval"] = {
+        "approvers": ["alice", "bob"],
+        "min_approvals": 2,
+        "timeout_seconds": 600,
+    }
+    project.write_config(doc)
+    ledger = open_ledger(project.ledger_url())
+
+    with serving(project) as serve:
+        first = project.shiplift("trigger", "--version", "v2", "--git-sha", "feed", "--json", check=True)
+        import json
+
+        old_run = json.loads(first.stdout)["run_id"]
+        deadline = time.monotonic() + 300
+        while _state(old_run) != "PAUSED":
+            assert time.monotonic() < deadline, "the run never paused for approval"
+            time.sleep(0.3)
+        project.shiplift("approve", old_run, "--as", "alice", check=True)
+        os.killpg(serve.pid, signal.SIGKILL)
+        serve.wait()
+    dep = ledger.unfinished(project.app, "prod")
+    assert dep is not None and dep.phase == Phase.AWAITING_APPROVAL and dep.run_id == old_run
+    assert project.version_at("prod") == "v1"
+
+    with serving(project):
+        again = project.shiplift(
+            "trigger", "--version", "v2", "--git-sha", "feed", "--rerun", "--json", check=True
+        )
+        new_run = json.loads(again.stdout)["run_id"]
+        assert new_run != old_run
+        deadline = time.monotonic() + 300
+        while _state(new_run) != "PAUSED":
+            assert time.monotonic() < deadline, "the new run never paused for approval"
+            time.sleep(0.3)
+        assert _state(old_run) == "CANCELLED", "the dead run was marked superseded"
+        project.shiplift("approve", new_run, "--as", "bob", check=True)
+        deadline = time.monotonic() + 300
+        while _state(new_run) not in ("COMPLETED", "FAILED", "CRASHED"):
+            assert time.monotonic() < deadline, "the new run never finished"
+            time.sleep(0.5)
+        assert _state(new_run) == "COMPLETED"
+    assert project.version_at("prod") == "v2"
+    final = ledger.deployment(dep.id)
+    assert final.phase == Phase.SUCCEEDED and final.run_id == new_run
+    assert [(a.approver, a.accepted) for a in ledger.approvals(dep.id)] == [("alice", True), ("bob", True)]

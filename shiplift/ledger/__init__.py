@@ -300,6 +300,12 @@ class Ledger:
             )
             return [_deployment(r) for r in rows]
 
+    def set_run(self, deployment_id: int, run_id: str) -> None:
+        """A new flow run took the deployment over."""
+        with self._session() as s:
+            row = s.get_one(DeploymentRow, deployment_id)
+            row.run_id = run_id
+
     def set_previous(self, deployment_id: int, version: str | None, digest: str | None) -> None:
         """Record what the environment served when the deployment took the environment lock."""
         with self._session() as s:

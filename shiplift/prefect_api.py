@@ -1,0 +1,39 @@
+"""A small client of the Prefect REST API for the commands that talk to a server, not a flow.
+
+``PREFECT_API_URL`` names the server; ``PREFECT_API_AUTH_STRING`` (``user:password``) is sent
+as HTTP basic auth, as Prefect's own client does.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import httpx
+
+from shiplift.errors import ShipliftError
+
+
+class ApiError(ShipliftError):
+    """The Prefect API could not be reached or refused the request."""
+
+
+def api_url() -> str:
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        raise ApiError("PREFECT_API_URL is not set: point it at the Prefect server that serves shiplift")
+    return url.rstrip("/")
+
+
+def ui_url(run_id: str) -> str:
+    """The Prefect UI page of a flow run."""
+    base = os.environ.get("PREFECT_UI_URL") or api_url().removesuffix("/api")
+    return f"{base.rstrip('/')}/runs/flow-run/{run_id}"
+
+
+def client() -> httpx.Client:
+    headers = {}
+    auth = os.environ.get("PREFECT_API_AUTH_STRING")
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    return httpx.Client(base_url=api_url(), headers=headers, timeout=15)
