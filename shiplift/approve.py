@@ -17,7 +17,7 @@ import httpx
 
 from shiplift.config import Config
 from shiplift.ledger import ledger_url, open_ledger
-from shiplift.prefect_api import ApiError, api_url, client
+from shiplift.prefect_api import ApiError, api_url, check, client
 
 
 class DecisionError(ApiError):
@@ -41,7 +41,7 @@ def submit_decision(
             run = api.get(f"/flow_runs/{run_id}")
             if run.status_code == 404:
                 raise DecisionError(f"no flow run {run_id} on {api_url()}")
-            run.raise_for_status()
+            check(run)
             state = (run.json().get("state") or {}).get("type")
             if state != "PAUSED":
                 raise DecisionError(f"run {run_id} is not waiting for approval (state: {state})")
@@ -49,8 +49,7 @@ def submit_decision(
                 f"/flow_runs/{run_id}/resume",
                 json={"run_input": {"approved": approved, "approver": approver, "comment": comment}},
             )
-            answer.raise_for_status()
-            body = answer.json()
+            body = check(answer).json()
             if body.get("status") not in (None, "ACCEPT"):
                 raise DecisionError(
                     f"the Prefect server refused to resume run {run_id}: {body.get('details')}"

@@ -37,3 +37,14 @@ def client() -> httpx.Client:
     if auth:
         headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
     return httpx.Client(base_url=api_url(), headers=headers, timeout=15)
+
+
+def check(response: httpx.Response) -> httpx.Response:
+    """Raise :class:`ApiError` with one line for an unauthorized or failed call."""
+    if response.status_code in (401, 403):
+        raise ApiError(
+            f"the Prefect API at {api_url()} refused the credentials (HTTP {response.status_code}): "
+            "set PREFECT_API_AUTH_STRING=user:password"
+        )
+    response.raise_for_status()
+    return response

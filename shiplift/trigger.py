@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from shiplift.config import Config
-from shiplift.prefect_api import ApiError, api_url, client, ui_url
+from shiplift.prefect_api import ApiError, api_url, check, client, ui_url
 
 DEPLOYMENT = "release/release"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -51,7 +51,7 @@ def trigger_release(
             dep = api.get(f"/deployments/name/{DEPLOYMENT}")
             if dep.status_code == 404:
                 raise ApiError(f"no deployment {DEPLOYMENT} on {api_url()}: start `shiplift serve` first")
-            dep.raise_for_status()
+            check(dep)
             params: dict[str, Any] = {"version": version, "git_sha": git_sha, "author": author}
             if auto_approve:
                 params["auto_approve"] = True
@@ -59,8 +59,7 @@ def trigger_release(
                 f"/deployments/{dep.json()['id']}/create_flow_run",
                 json={"parameters": params, "idempotency_key": key},
             )
-            run.raise_for_status()
-            body = run.json()
+            body = check(run).json()
     except httpx.HTTPError as exc:
         raise ApiError(f"cannot reach the Prefect API at {api_url()}: {type(exc).__name__}") from None
     run_id = str(body["id"])

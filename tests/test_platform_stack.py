@@ -17,7 +17,7 @@ def _compose() -> list[str]:
 
 
 def test_compose_config_accepts_the_stack() -> None:
-    env = {**os.environ, "PREFECT_DB_PASSWORD": "example-only"}
+    env = {**os.environ, "PREFECT_DB_PASSWORD": "example-only", "PREFECT_AUTH": "admin:example-only"}
     proc = subprocess.run(
         [*_compose(), "-f", str(ROOT / "docker-compose.yml"), "config"],
         capture_output=True,
@@ -31,11 +31,14 @@ def test_compose_config_accepts_the_stack() -> None:
     assert set(stack["services"]) == {"postgres", "prefect-server", "worker", "registry"}
     server_env = stack["services"]["prefect-server"]["environment"]
     assert server_env["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://prefect:")
+    assert server_env["PREFECT_SERVER_API_AUTH_STRING"] == "admin:example-only"
+    assert stack["services"]["worker"]["environment"]["PREFECT_API_AUTH_STRING"] == "admin:example-only"
     assert stack["services"]["worker"]["command"][:2] == ["shiplift", "serve"]
 
 
 def test_compose_refuses_to_start_without_a_database_password() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_DB_PASSWORD"}
+    env["PREFECT_AUTH"] = "admin:example-only"
     proc = subprocess.run(
         [*_compose(), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
         capture_output=True,
@@ -45,3 +48,17 @@ def test_compose_refuses_to_start_without_a_database_password() -> None:
         check=False,
     )
     assert proc.returncode != 0 and "PREFECT_DB_PASSWORD" in proc.stderr
+
+
+def test_compose_refuses_to_start_without_api_credentials() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_AUTH"}
+    env["PREFECT_DB_PASSWORD"] = "example-only"
+    proc = subprocess.run(
+        [*_compose(), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode != 0 and "PREFECT_AUTH" in proc.stderr

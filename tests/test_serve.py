@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -162,3 +163,38 @@ def test_serving_process_killed_while_waiting_then_rerun_keeps_the_approvals(pro
     final = ledger.deployment(dep.id)
     assert final.phase == Phase.SUCCEEDED and final.run_id == new_run
     assert [(a.approver, a.accepted) for a in ledger.approvals(dep.id)] == [("alice", True), ("bob", True)]
+
+
+def test_prefect_deploy_works_from_deployments_prefect_yaml(project: Project) -> None:
+    """The same flows, registered with `prefect deploy` on a process work pool."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "SHIPLIFT_HOME": str(root), "SHIPLIFT_CONFIG": str(project.config_path)}
+    prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
+    subprocess.run(
+        [*prefect, "work-pool", "create", "shiplift", "--type", "process", "--overwrite"],
+        env=env,
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+    deploy = subprocess.run(
+        [*prefect, "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-2000:]
+
+    async def registered() -> dict[str, tuple[str | None, str | None]]:
+        async with get_client() as client:
+            flows = {f.id: f.name for f in await client.read_flows()}
+            return {
+                f"{flows.get(d.flow_id)}/{d.name}": (d.work_pool_name, d.parameters.get("config_path"))
+                for d in await client.read_deployments()
+            }
+
+    found = asyncio.run(registered())
+    for name in SERVED:
+        assert found[name] == ("shiplift", str(project.config_path)), name
