@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from shiplift.ledger import open_ledger  # noqa: E402
 from shiplift.model import Phase  # noqa: E402
-from tests.support.parts import Registry, free_port, make_project, remove_app, wait_http  # noqa: E402
+from tests.support.parts import PrefectServer, Registry, make_project, remove_app  # noqa: E402
 
 
 def main() -> None:
@@ -38,24 +37,14 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="shiplift-bench-approval-"))
     registry = Registry(tmp / "registry").start()
-    port = free_port()
-    home = tmp / "prefect"
-    home.mkdir()
-    api = f"http://127.0.0.1:{port}/api"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    os.environ.update({"PREFECT_API_URL": api, "PREFECT_HOME": str(home)})
+    server = PrefectServer(tmp / "prefect").start()
+    api = server.api
+    os.environ.update({"PREFECT_API_URL": api, "PREFECT_HOME": str(server.home)})
     app = f"a{uuid.uuid4().hex[:6]}"
     project = make_project(tmp, app, registry.address, envs=("prod",))
     to_lock: list[float] = []
     to_start: list[float] = []
     try:
-        wait_http(f"{api}/health", 180)
         project.shiplift("release", "--version", "v0", "--auto-approve", check=True)
         doc = project.config()
         doc["environments"][0]["approval"] = {"approvers": ["alice"], "timeout_seconds": 600}
@@ -93,7 +82,7 @@ def main() -> None:
         )
     finally:
         remove_app(app)
-        server.terminate()
+        server.stop()
         registry.stop()
 
 

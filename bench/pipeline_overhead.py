@@ -16,7 +16,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -29,7 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.parts import Registry, free_port, make_project, remove_app, wait_http  # noqa: E402
+from tests.support.parts import PrefectServer, Registry, free_port, make_project, remove_app  # noqa: E402
 
 ENVS = ("dev", "qa", "staging", "prod")
 
@@ -163,25 +162,14 @@ def main() -> None:
     client = docker_client()
     tmp = Path(tempfile.mkdtemp(prefix="shiplift-bench-"))
     registry = Registry(tmp / "registry").start()
-    port = free_port()
-    prefect_home = tmp / "prefect"
-    prefect_home.mkdir()
-    api = f"http://127.0.0.1:{port}/api"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server = PrefectServer(tmp / "prefect").start()
     os.environ.update(
-        {"PREFECT_API_URL": api, "PREFECT_HOME": str(prefect_home), "PREFECT_LOGGING_LEVEL": "WARNING"}
+        {"PREFECT_API_URL": server.api, "PREFECT_HOME": str(server.home), "PREFECT_LOGGING_LEVEL": "WARNING"}
     )
     shiplift_app = f"b{uuid.uuid4().hex[:6]}"
     plain_app = f"p{uuid.uuid4().hex[:6]}"
     project = make_project(tmp, shiplift_app, registry.address, health_timeout=60)
     try:
-        wait_http(f"{api}/health", 180)
         from flows.release import release
 
         plain_setup(client, plain_app)
@@ -218,7 +206,7 @@ def main() -> None:
     finally:
         plain_teardown(client, plain_app)
         remove_app(shiplift_app)
-        server.terminate()
+        server.stop()
         registry.stop()
 
 

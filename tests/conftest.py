@@ -7,15 +7,13 @@ before pytest runs; these fixtures start the per-session services on free ports.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.parts import Project, Registry, free_port, make_project, remove_app, wait_http
+from tests.support.parts import PrefectServer, Project, Registry, make_project, remove_app
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
@@ -37,38 +35,24 @@ def registry(tmp_path_factory: pytest.TempPathFactory, docker_engine: object) ->
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `prefect server start` on a free loopback port; every shiplift run talks to it."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_API_URL": url,
-    }
-    log = open(home / "server.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    wait_http(f"{url}/health", 180)
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-home")).start()
     saved = {
         k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED")
     }
     os.environ.update(
-        {"PREFECT_API_URL": url, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        {
+            "PREFECT_API_URL": server.api,
+            "PREFECT_HOME": str(server.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
     )
-    yield url
+    yield server.api
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    proc.terminate()
-    proc.wait(30)
+    server.stop()
 
 
 @pytest.fixture

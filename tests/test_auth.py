@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.parts import Registry, free_port, make_project, remove_app, wait_http
+from tests.support.parts import PrefectServer, Registry, make_project, remove_app
 
 pytestmark = pytest.mark.real
 AUTH = "admin:s3cret-for-tests"
@@ -20,27 +20,9 @@ AUTH = "admin:s3cret-for-tests"
 
 @pytest.fixture
 def auth_server(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_API_AUTH_STRING": AUTH,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_http(f"{url}/health", 180)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    server = PrefectServer(tmp_path / "home", PREFECT_SERVER_API_AUTH_STRING=AUTH).start()
+    yield server.api
+    server.stop()
 
 
 def test_the_cli_sends_prefect_api_auth_string(tmp_path: Path, auth_server: str, registry: Registry) -> None:
