@@ -1,12 +1,15 @@
 """hello: a small stdlib web app shiplift releases in its demo and tests.
 
 GET /healthz -> 200 "ok"; GET /version -> the version; GET / -> a greeting.
-The build arg SLOW_START=N makes it wait N seconds before it listens.
+The build arg SLOW_START=N makes it wait N seconds before it listens; SLOW_MS=N delays
+every answer but /healthz by N milliseconds.
 The build arg BROKEN (baked into the image as the env var HELLO_BROKEN) makes demo failures:
   exit       exit at start with code 3
   unhealthy  serve, but answer 500 on /healthz forever
+  half       healthy, but answer 500 to every other request on other paths
 """
 
+import itertools
 import os
 import signal
 import sys
@@ -17,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 VERSION = os.environ.get("HELLO_VERSION", "dev")
 BROKEN = os.environ.get("HELLO_BROKEN", "")
 SLOW_START = float(os.environ.get("HELLO_SLOW_START") or 0)
+SLOW_MS = float(os.environ.get("HELLO_SLOW_MS") or 0)
+_requests = itertools.count(1)  # next() on it is atomic under the GIL
 PORT = int(os.environ.get("PORT", "8000"))
 STARTED = time.time()
 
@@ -34,6 +39,12 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path != "/healthz":
+            if SLOW_MS:
+                time.sleep(SLOW_MS / 1000)
+            if BROKEN == "half" and next(_requests) % 2 == 0:
+                self._send(500, "broken on purpose\n")
+                return
         if self.path == "/healthz":
             if BROKEN == "unhealthy":
                 self._send(500, "broken on purpose\n")

@@ -26,6 +26,7 @@ import docker
 import httpx
 from docker.errors import APIError, ImageNotFound, NotFound
 
+from shiplift.analysis.traefik import LATENCY_BUCKETS
 from shiplift.config import EnvironmentConfig
 from shiplift.dockerhost import published_host
 from shiplift.errors import RouterError
@@ -165,6 +166,7 @@ class TraefikRouter:
                     "--api.insecure=true",
                     "--ping=true",
                     "--metrics.prometheus=true",
+                    f"--metrics.prometheus.buckets={LATENCY_BUCKETS}",
                     f"--providers.file.filename={ROUTES}",
                     "--providers.file.watch=true",
                     "--providers.providersThrottleDuration=0s",
@@ -226,6 +228,10 @@ class TraefikRouter:
             return None
         by_service = {f"v-{slug(label)}": label for label in header.get("backends", {})}
         return {by_service.get(name, name): weight for name, weight in in_force.items()}
+
+    def api_url(self) -> str:
+        """Traefik's API (and ``/metrics``) endpoint, published on a random loopback port."""
+        return self._api()
 
     def backends(self) -> dict[str, str]:
         """The backends of the generation written last, by version label."""
