@@ -7,6 +7,7 @@ in force; ``get_routes`` reads back what is in force, or ``None`` when nothing w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from shiplift.errors import ConfigError
@@ -17,12 +18,36 @@ if TYPE_CHECKING:
     from shiplift.targets import DeployTarget
 
 
+@dataclass(frozen=True)
+class HeaderRoute:
+    """A/B: requests whose ``header`` (or ``cookie``) equals ``value`` go to ``version``."""
+
+    version: str
+    value: str
+    header: str | None = None
+    cookie: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("an A/B route matches exactly one of a header or a cookie")
+
+
 class TrafficRouter(Protocol):
     def reconcile(self) -> None:
         """Make sure the router runs and serves the stable endpoint."""
 
-    def set_routes(self, backends: dict[str, str], weights: Weights) -> None:
-        """Send ``weights[label]`` percent of requests to ``backends[label]``; wait until in force."""
+    def set_routes(
+        self,
+        backends: dict[str, str],
+        weights: Weights,
+        route: HeaderRoute | None = None,
+        sticky: bool = False,
+    ) -> None:
+        """Send ``weights[label]`` percent of requests to ``backends[label]``; wait until in force.
+
+        ``route`` sends the requests it matches to its version whatever the weights (A/B);
+        ``sticky`` keeps a client on the version it got first (a cookie).
+        """
 
     def get_routes(self) -> Weights | None:
         """The weights in force, by version label; ``None`` when no routes were ever set."""

@@ -32,6 +32,7 @@ from shiplift.dockerhost import published_host
 from shiplift.errors import RouterError
 from shiplift.model import Weights, slug
 from shiplift.progress import report
+from shiplift.routers import HeaderRoute
 
 CONFIG_DIR = "/etc/shiplift"
 ROUTES = f"{CONFIG_DIR}/dynamic/routes.yml"
@@ -97,7 +98,22 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) 
     tar.addfile(info, io.BytesIO(data))
 
 
-def render(app: str, generation: int, backends: dict[str, str], weights: Weights) -> str:
+def match_rule(route: HeaderRoute) -> str:
+    """Traefik rule matching the requests of an A/B route (a header, or a cookie's value)."""
+    if route.header:
+        return f"Header(`{route.header}`, `{route.value}`)"
+    pattern = rf"(^|;\s*){re.escape(route.cookie or '')}={re.escape(route.value)}(;|$)"
+    return f"HeaderRegexp(`Cookie`, `{pattern}`)"
+
+
+def render(
+    app: str,
+    generation: int,
+    backends: dict[str, str],
+    weights: Weights,
+    route: HeaderRoute | None = None,
+    sticky: bool = False,
+) -> str:
     """The dynamic configuration file for one generation (JSON is valid YAML)."""
     services: dict[str, Any] = {}
     weighted = []
@@ -111,17 +127,29 @@ def render(app: str, generation: int, backends: dict[str, str], weights: Weights
             weighted.append({"name": names[label], "weight": weight})
     main = f"{slug(app)}-g{generation}"
     services[main] = {"weighted": {"services": weighted}}
-    doc: dict[str, Any] = {
-        "http": {
-            "routers": {
-                "app": {"entryPoints": ["web"], "rule": "PathPrefix(`/`)", "service": main, "priority": 1}
-            },
-            "services": services,
-        }
+    if sticky:
+        services[main]["weighted"]["sticky"] = {"cookie": {"name": f"shiplift_{slug(app)}", "httpOnly": True}}
+    routers: dict[str, Any] = {
+        "app": {"entryPoints": ["web"], "rule": "PathPrefix(`/`)", "service": main, "priority": 1}
     }
+    if route is not None:
+        routers["ab"] = {
+            "entryPoints": ["web"],
+            "rule": match_rule(route),
+            "service": names[route.version],
+            "priority": 100,
+        }
+    doc: dict[str, Any] = {"http": {"routers": routers, "services": services}}
     if not weighted:
         doc = {"http": {}}
-    header = {"generation": generation, "weights": {k: v for k, v in weights.items()}, "backends": backends}
+    header: dict[str, Any] = {"generation": generation, "weights": dict(weights), "backends": backends}
+    if route is not None:
+        header["route"] = {
+            "version": route.version,
+            "header": route.header,
+            "cookie": route.cookie,
+            "value": route.value,
+        }
     return f"# shiplift: {json.dumps(header, sort_keys=True)}\n" + json.dumps(doc, indent=1) + "\n"
 
 
@@ -202,7 +230,15 @@ class TraefikRouter:
 
     # routes ---------------------------------------------------------------------------------
 
-    def set_routes(self, backends: dict[str, str], weights: Weights) -> None:
+    def set_routes(
+        self,
+        backends: dict[str, str],
+        weights: Weights,
+        route: HeaderRoute | None = None,
+        sticky: bool = False,
+    ) -> None:
+        if route is not None and route.version not in backends:
+            raise RouterError(f"no backend for the A/B route's version {route.version}")
         if sum(weights.values()) != 100 or any(w < 0 for w in weights.values()):
             raise RouterError(f"weights must be non-negative and sum to 100, got {weights}")
         missing = set(weights) - set(backends)
@@ -213,7 +249,7 @@ class TraefikRouter:
             raise RouterError(f"the router of {self.env.name} is not running")
         header = self._header(container)
         generation = int(header.get("generation", 0)) + 1 if header else 1
-        self._write(container, render(self.app, generation, backends, weights), generation)
+        self._write(container, render(self.app, generation, backends, weights, route, sticky), generation)
         self._wait_generation(generation, weights)
 
     def get_routes(self) -> Weights | None:
