@@ -94,14 +94,13 @@ def deploy_version(
     # same environment waits here for its turn.
     with environment_lock(ctx, env):
         ledger.advance(dep.id, Phase.PROGRESSING, dep.step_index, "environment lock taken")
+        state = ledger.environment(app, env.name)
         for other in ledger.unfinished_all(app, env.name):
             if other.id != dep.id and other.phase in (Phase.PROGRESSING, Phase.PROMOTING):
                 # it held this lock, so its run is gone: close it and remove what it started
-                state = ledger.environment(app, env.name)
                 _abandon(
                     ctx, env, other, state.version if state else None, f"interrupted; superseded by {version}"
                 )
-        state = ledger.environment(app, env.name)
         if dep.step_index == 0:
             ledger.set_previous(dep.id, state.version if state else None, state.digest if state else None)
         return _replace(ctx, env, ledger.deployment(dep.id), version, image, kind)

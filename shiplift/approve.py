@@ -13,11 +13,9 @@ import time
 from typing import Any
 from uuid import UUID
 
-import httpx
-
 from shiplift.config import Config
 from shiplift.ledger import ledger_url, open_ledger
-from shiplift.prefect_api import ApiError, api_url, check, client
+from shiplift.prefect_api import ApiError, api_url, check, session
 
 
 class DecisionError(ApiError):
@@ -36,26 +34,21 @@ def submit_decision(
         raise DecisionError("--as: give your name as listed in approval.approvers")
     ledger = open_ledger(ledger_url(config.root, config.ledger.url))
     before = _decisions(ledger, run_id)
-    try:
-        with client() as api:
-            run = api.get(f"/flow_runs/{run_id}")
-            if run.status_code == 404:
-                raise DecisionError(f"no flow run {run_id} on {api_url()}")
-            check(run)
-            state = (run.json().get("state") or {}).get("type")
-            if state != "PAUSED":
-                raise DecisionError(f"run {run_id} is not waiting for approval (state: {state})")
-            answer = api.post(
-                f"/flow_runs/{run_id}/resume",
-                json={"run_input": {"approved": approved, "approver": approver, "comment": comment}},
-            )
-            body = check(answer).json()
-            if body.get("status") not in (None, "ACCEPT"):
-                raise DecisionError(
-                    f"the Prefect server refused to resume run {run_id}: {body.get('details')}"
-                )
-    except httpx.HTTPError as exc:
-        raise DecisionError(f"cannot reach the Prefect API at {api_url()}: {type(exc).__name__}") from None
+    with session() as api:
+        run = api.get(f"/flow_runs/{run_id}")
+        if run.status_code == 404:
+            raise DecisionError(f"no flow run {run_id} on {api_url()}")
+        check(run)
+        state = (run.json().get("state") or {}).get("type")
+        if state != "PAUSED":
+            raise DecisionError(f"run {run_id} is not waiting for approval (state: {state})")
+        answer = api.post(
+            f"/flow_runs/{run_id}/resume",
+            json={"run_input": {"approved": approved, "approver": approver, "comment": comment}},
+        )
+        body = check(answer).json()
+        if body.get("status") not in (None, "ACCEPT"):
+            raise DecisionError(f"the Prefect server refused to resume run {run_id}: {body.get('details')}")
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         after = _decisions(ledger, run_id)

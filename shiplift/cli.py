@@ -65,7 +65,7 @@ def _quiet_prefect(verbose: bool) -> None:
             handler.setLevel(logging.CRITICAL + 1)
 
 
-def _run_flow(fn: Any, verbose: bool, json_out: bool, **params: Any) -> Any:
+def _run_flow(fn: Any, verbose: bool, **params: Any) -> Any:
     """Run a flow in this process with a live status line; map failures to exit codes."""
     import prefect.logging.configuration  # noqa: F401 - configure logging before we adjust it
 
@@ -144,7 +144,6 @@ def release(
     result = _run_flow(
         release_flow,
         verbose,
-        json_out,
         config_path=str(config),
         version=version,
         auto_approve=auto_approve,
@@ -175,7 +174,6 @@ def promote(
     result = _run_flow(
         promote_flow,
         verbose,
-        json_out,
         config_path=str(config),
         version=version,
         to=to,
@@ -199,7 +197,7 @@ def rollback(
     _known_env(cfg, env)
     from flows.rollback import rollback as rollback_flow
 
-    result = _run_flow(rollback_flow, verbose, json_out, config_path=str(config), env=env, to=to)
+    result = _run_flow(rollback_flow, verbose, config_path=str(config), env=env, to=to)
     _print_result(result, json_out, f"{env} rolled back to {result['version'] if result else '?'}")
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 
@@ -37,6 +39,16 @@ def client() -> httpx.Client:
     if auth:
         headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
     return httpx.Client(base_url=api_url(), headers=headers, timeout=15)
+
+
+@contextmanager
+def session() -> Iterator[httpx.Client]:
+    """A client whose transport failures become one :class:`ApiError` line naming the server."""
+    try:
+        with client() as api:
+            yield api
+    except httpx.HTTPError as exc:
+        raise ApiError(f"cannot reach the Prefect API at {api_url()}: {type(exc).__name__}") from None
 
 
 def check(response: httpx.Response) -> httpx.Response:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from shiplift.config import Config
-from shiplift.prefect_api import ApiError, api_url, check, client, ui_url
+from shiplift.prefect_api import ApiError, api_url, check, client, session, ui_url
 
 DEPLOYMENT = "release/release"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -46,22 +46,19 @@ def trigger_release(
     key = idempotency_key(config, version, git_sha)
     if rerun:
         key += f":rerun-{time.time_ns()}"
-    try:
-        with client() as api:
-            dep = api.get(f"/deployments/name/{DEPLOYMENT}")
-            if dep.status_code == 404:
-                raise ApiError(f"no deployment {DEPLOYMENT} on {api_url()}: start `shiplift serve` first")
-            check(dep)
-            params: dict[str, Any] = {"version": version, "git_sha": git_sha, "author": author}
-            if auto_approve:
-                params["auto_approve"] = True
-            run = api.post(
-                f"/deployments/{dep.json()['id']}/create_flow_run",
-                json={"parameters": params, "idempotency_key": key},
-            )
-            body = check(run).json()
-    except httpx.HTTPError as exc:
-        raise ApiError(f"cannot reach the Prefect API at {api_url()}: {type(exc).__name__}") from None
+    with session() as api:
+        dep = api.get(f"/deployments/name/{DEPLOYMENT}")
+        if dep.status_code == 404:
+            raise ApiError(f"no deployment {DEPLOYMENT} on {api_url()}: start `shiplift serve` first")
+        check(dep)
+        params: dict[str, Any] = {"version": version, "git_sha": git_sha, "author": author}
+        if auto_approve:
+            params["auto_approve"] = True
+        run = api.post(
+            f"/deployments/{dep.json()['id']}/create_flow_run",
+            json={"parameters": params, "idempotency_key": key},
+        )
+        body = check(run).json()
     run_id = str(body["id"])
     return {
         "run_id": run_id,

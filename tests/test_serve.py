@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -96,8 +97,6 @@ def test_the_same_ci_trigger_twice_starts_one_run(project: Project) -> None:
             "trigger", "--version", "v1", "--git-sha", "0a1b2c3", "--auto-approve", "--wait", "--json"
         )
         assert second.returncode == 0, second.stderr
-    import json
-
     one, two = json.loads(first.stdout), json.loads(second.stdout)
     assert one["run_id"] == two["run_id"]
     assert one["url"].endswith(f"/runs/flow-run/{one['run_id']}")
@@ -128,8 +127,6 @@ def test_serving_process_killed_while_waiting_then_rerun_keeps_the_approvals(pro
 
     with serving(project) as serve:
         first = project.shiplift("trigger", "--version", "v2", "--git-sha", "feed", "--json", check=True)
-        import json
-
         old_run = json.loads(first.stdout)["run_id"]
         deadline = time.monotonic() + 300
         while _state(old_run) != "PAUSED":

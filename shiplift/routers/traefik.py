@@ -180,7 +180,7 @@ class TraefikRouter:
             return
         if container is not None:
             container.start()
-            self._wait_ready()
+            self._wait_ready(container)
             return
         image = ensure_traefik_image(self.client)
         report(f"starting router for {self.env.name} on {self.env.host}:{self.env.port}")
@@ -221,7 +221,7 @@ class TraefikRouter:
             raise RouterError(
                 f"environment {self.env.name}: cannot publish port {self.env.port}: {_explain(exc)}"
             ) from None
-        self._wait_ready()
+        self._wait_ready(container)
 
     def finalize(self) -> None:
         container = self._container()
@@ -250,7 +250,7 @@ class TraefikRouter:
         header = self._header(container)
         generation = int(header.get("generation", 0)) + 1 if header else 1
         self._write(container, render(self.app, generation, backends, weights, route, sticky), generation)
-        self._wait_generation(generation, weights)
+        self._wait_generation(generation, weights, self._api(container))
 
     def get_routes(self) -> Weights | None:
         container = self._container()
@@ -259,7 +259,7 @@ class TraefikRouter:
         header = self._header(container)
         if not header or not header.get("generation"):
             return None
-        in_force = self._api_weights(int(header["generation"]))
+        in_force = self._api_weights(int(header["generation"]), self._api(container))
         if in_force is None:
             return None
         by_service = {f"v-{slug(label)}": label for label in header.get("backends", {})}
@@ -305,8 +305,9 @@ class TraefikRouter:
         if not ok:
             raise RouterError(f"cannot write the routes of {self.env.name}")
 
-    def _api(self) -> str:
-        container = self._container()
+    def _api(self, container: Any | None = None) -> str:
+        """The API URL, read from ``container`` (fetched when not given) after a reload."""
+        container = container or self._container()
         if container is None:
             raise RouterError(f"the router of {self.env.name} is not running")
         container.reload()
@@ -315,8 +316,8 @@ class TraefikRouter:
             raise RouterError(f"the router of {self.env.name} publishes no API port")
         return f"http://{published_host()}:{bindings[0]['HostPort']}"
 
-    def _wait_ready(self, timeout: float = 20) -> None:
-        api = self._api()
+    def _wait_ready(self, container: Any, timeout: float = 20) -> None:
+        api = self._api(container)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -327,10 +328,10 @@ class TraefikRouter:
             time.sleep(0.05)
         raise RouterError(f"the router of {self.env.name} did not become ready in {timeout:.0f}s")
 
-    def _api_weights(self, generation: int, api: str | None = None) -> dict[str, int] | None:
+    def _api_weights(self, generation: int, api: str) -> dict[str, int] | None:
         """Weights by service name of ``generation`` if Traefik has it in force, else ``None``."""
         try:
-            data = httpx.get(f"{api or self._api()}/api/rawdata", timeout=2).json()
+            data = httpx.get(f"{api}/api/rawdata", timeout=2).json()
         except (httpx.HTTPError, ValueError):
             return None
         main = f"{slug(self.app)}-g{generation}"
@@ -341,9 +342,8 @@ class TraefikRouter:
         entries = (service.get("weighted") or {}).get("services") or []
         return {str(e["name"]).removesuffix("@file"): int(e.get("weight", 1)) for e in entries}
 
-    def _wait_generation(self, generation: int, weights: Weights, timeout: float = 15) -> None:
+    def _wait_generation(self, generation: int, weights: Weights, api: str, timeout: float = 15) -> None:
         expected = {f"v-{slug(k)}": v for k, v in weights.items() if v > 0}
-        api = self._api()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._api_weights(generation, api) == expected:
