@@ -19,7 +19,7 @@ from prefect.input import RunInput
 
 from flows.common import Context
 from shiplift.approvals import Decision, Outcome, outcome, refusal
-from shiplift.config import EnvironmentConfig
+from shiplift.config import ApprovalConfig, EnvironmentConfig
 from shiplift.ledger import Deployment, now
 from shiplift.model import ImageRef, Phase
 from shiplift.progress import announce, report
@@ -77,21 +77,59 @@ def await_approval(
     """Block until the gate of ``env`` approves or rejects ``dep``; return the outcome and why."""
     policy = env.approval
     assert policy is not None
-    ledger = ctx.ledger
     if auto_approve:
-        ledger.record_approval(
+        ctx.ledger.record_approval(
             dep.id, approver=AUTO, approved=True, comment="--auto-approve", accepted=True, reason=None
         )
         return Outcome.APPROVED, "approved with --auto-approve"
-    accepted = [
-        Decision(a.approver, a.approved, a.comment, a.at) for a in ledger.approvals(dep.id) if a.accepted
-    ]
-    ledger.advance(
-        dep.id, Phase.AWAITING_APPROVAL, dep.step_index, f"waiting for {policy.min_approvals} approval(s)"
-    )
-    ledger.set_environment_phase(ctx.config.app, env.name, Phase.AWAITING_APPROVAL)
     description = describe(ctx, env, dep, image, previous_level, author)
-    deadline = time.monotonic() + policy.timeout_seconds - max(0.0, (now() - dep.started_at).total_seconds())
+    return await_decision(
+        ctx,
+        env,
+        dep,
+        policy=policy,
+        step=0,
+        description=description,
+        author=author,
+        waiting=Phase.AWAITING_APPROVAL,
+    )
+
+
+def pause_policy(env: EnvironmentConfig) -> ApprovalConfig:
+    """Who may resume a rollout's pause: the environment's approvers, else anyone who names themself."""
+    if env.approval is not None:
+        return env.approval
+    return ApprovalConfig.model_construct(
+        approvers=[], min_approvals=1, forbid_self_approval=False, timeout_seconds=86400
+    )
+
+
+def await_decision(
+    ctx: Context,
+    env: EnvironmentConfig,
+    dep: Deployment,
+    *,
+    policy: ApprovalConfig,
+    step: int,
+    description: str,
+    author: str | None,
+    waiting: Phase,
+) -> tuple[Outcome, str]:
+    """Pause the run until ``policy`` is met for ``dep`` at ``step`` (0 is the gate); return why.
+
+    Decisions already recorded for the same step count (a run that took the deployment over
+    keeps them); the deadline runs from the first wait, as the ledger recorded it.
+    """
+    ledger = ctx.ledger
+    accepted = [
+        Decision(a.approver, a.approved, a.comment, a.at)
+        for a in ledger.approvals(dep.id, step)
+        if a.accepted
+    ]
+    waited_since = dep.started_at if step == 0 else now()
+    ledger.advance(dep.id, waiting, dep.step_index, f"waiting for {policy.min_approvals} approval(s)")
+    ledger.set_environment_phase(ctx.config.app, env.name, waiting)
+    deadline = time.monotonic() + policy.timeout_seconds - max(0.0, (now() - waited_since).total_seconds())
     log = get_run_logger()
     while (verdict := outcome(policy, accepted)) is Outcome.PENDING:
         remaining = deadline - time.monotonic()
@@ -108,7 +146,13 @@ def await_approval(
         except FlowPauseTimeout:
             reason = f"approval timed out after {policy.timeout_seconds:g}s"
             ledger.record_approval(
-                dep.id, approver="(timeout)", approved=False, comment="", accepted=True, reason=reason
+                dep.id,
+                approver="(timeout)",
+                approved=False,
+                comment="",
+                accepted=True,
+                reason=reason,
+                step_index=step,
             )
             _artifact(ctx, env, dep)
             return Outcome.REJECTED, reason
@@ -121,6 +165,7 @@ def await_approval(
             comment=decision.comment,
             accepted=why_not is None,
             reason=why_not,
+            step_index=step,
         )
         _artifact(ctx, env, dep)
         if why_not is not None:

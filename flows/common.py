@@ -14,13 +14,10 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from shiplift.config import Config, EnvironmentConfig, load_config
-from shiplift.errors import ReleaseError
 from shiplift.ledger import Ledger, ledger_url, open_ledger
 from shiplift.progress import report
 
 T = TypeVar("T", bound=Task[Any, Any])
-
-SUPPORTED_STRATEGIES = ("replace",)
 
 
 @dataclass
@@ -46,18 +43,6 @@ def open_context(config_path: str) -> Context:
     ledger = open_ledger(ledger_url(config.root, config.ledger.url))
     run_id = flow_run.get_id()
     return Context(config=config, ledger=ledger, run_id=str(run_id) if run_id else None)
-
-
-def check_supported(config: Config, environments: list[str]) -> None:
-    """Refuse, before anything is touched, what this version of shiplift cannot do yet."""
-    for env in config.environments:
-        if env.name not in environments:
-            continue
-        if env.strategy.kind not in SUPPORTED_STRATEGIES:
-            raise ReleaseError(
-                f"environments[{env.name}].strategy.kind: {env.strategy.kind!r} is not available in this "
-                f"version of shiplift (available: {', '.join(SUPPORTED_STRATEGIES)})"
-            )
 
 
 LOCK_LEASE_SECONDS = 60

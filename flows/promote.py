@@ -1,6 +1,8 @@
-"""Promotion of one version into one environment with the ``replace`` strategy.
+"""Promotion of one version into one environment.
 
-The runbook, one persisted step at a time (the ledger's step index):
+``canary``, ``ab`` and ``blue_green`` run the runbook of ``flows/progressive.py`` after steps 0
+and 1 below; ``replace`` (and rollbacks, whatever the strategy) runs this one, one persisted
+step at a time (the ledger's step index):
 
 0. start    — start the new version by digest next to the old one (or adopt it after a crash)
 1. healthy  — probe its health path; a version that exits or never turns healthy is removed
@@ -15,11 +17,13 @@ continues from there, adopting the container already started instead of starting
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from prefect import flow, get_run_logger
 
 from flows.approval import await_approval
-from flows.common import Context, check_supported, environment_lock, open_context, supersede_run
+from flows.common import Context, environment_lock, open_context, supersede_run
+from flows.progressive import Rollout, scale_down_later
 from shiplift.approvals import Outcome
 from shiplift.config import EnvironmentConfig
 from shiplift.errors import ReleaseError, RouterError, ShipliftError
@@ -48,9 +52,18 @@ def deploy_version(
     author: str | None = None,
     auto_approve: bool = False,
     previous_level: str | None = None,
+    force: bool = False,
 ) -> Deployment | None:
-    """Gate, lock, then run the replace runbook; ``None`` when ``version`` already serves."""
+    """Gate, lock, then run the strategy's runbook; ``None`` when ``version`` already serves.
+
+    A version marked bad (a rollout's analysis failed) is refused unless ``force``.
+    """
     config, ledger, app = ctx.config, ctx.ledger, ctx.config.app
+    record = ledger.release(app, version)
+    if kind == "promote" and record is not None and record.bad and not force:
+        raise ReleaseError(
+            f"{version} is marked bad ({record.bad_reason}); pass --force to promote it anyway"
+        )
     state = ledger.environment(app, env.name)
     dep = ledger.unfinished(app, env.name, version=version, digest=image.digest)
     serving = dep is None and state is not None and (state.version, state.digest) == (version, image.digest)
@@ -103,7 +116,57 @@ def deploy_version(
                 )
         if dep.step_index == 0:
             ledger.set_previous(dep.id, state.version if state else None, state.digest if state else None)
-        return _replace(ctx, env, ledger.deployment(dep.id), version, image, kind)
+        dep = ledger.deployment(dep.id)
+        stable = _stable(ctx, env, dep) if kind == "promote" and env.strategy.kind != "replace" else None
+        if stable is None:
+            if env.strategy.kind != "replace" and kind == "promote":
+                announce(
+                    f"{env.name}: no stable version to compare with: {version} takes all traffic at once"
+                )
+            # a rollout resumed after its stable version went: finish it as a replace from the switch
+            return _replace(ctx, env, replace(dep, step_index=min(dep.step_index, 2)), version, image, kind)
+        new = _start_healthy(ctx, env, dep, version, image)
+        final = Rollout(ctx, env, ledger.deployment(dep.id), new, stable, image).run()
+        announce(f"{env.name}: {version} serves {_endpoint(env)}")
+    if env.strategy.kind == "blue_green":
+        scale_down_later(ctx, env, new)
+    return final
+
+
+def _stable(ctx: Context, env: EnvironmentConfig, dep: Deployment) -> Instance | None:
+    """The running instance of what the environment served when ``dep`` began, if any."""
+    if not dep.previous_version or not dep.previous_digest or dep.previous_version == dep.version:
+        return None
+    for other in ctx.retried(list_instances)(ctx.config, env):
+        if other.version == dep.previous_version and other.image.digest == dep.previous_digest:
+            return other
+    return None
+
+
+def _start_healthy(
+    ctx: Context, env: EnvironmentConfig, dep: Deployment, version: str, image: ImageRef
+) -> Instance:
+    """Steps 0 and 1: start (or adopt) the new version and wait until it is healthy."""
+    config, ledger = ctx.config, ctx.ledger
+    instance: Instance | None = None
+    try:
+        ctx.retried(prepare_environment)(config, env)
+        instance = ctx.retried(start_version)(config, env, version, image)
+        if dep.step_index < 1:
+            ledger.advance(dep.id, Phase.PROGRESSING, 1, f"started {instance.name}")
+        if dep.step_index < 2:
+            report(f"{env.name}: waiting for {version} to turn healthy")
+            wait_healthy.with_options(timeout_seconds=config.health.timeout_seconds + 60)(
+                config, env, instance
+            )
+            ledger.advance(dep.id, Phase.PROGRESSING, 2, "healthy")
+    except ShipliftError as exc:
+        _fail(ctx, env, dep, instance, str(exc))
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed step still leaves the environment as it was
+        _fail(ctx, env, dep, instance, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        raise
+    return instance
 
 
 def _replace(
@@ -113,18 +176,8 @@ def _replace(
     config, ledger, app = ctx.config, ctx.ledger, ctx.config.app
     step = dep.step_index
     started = time.monotonic()
-    instance: Instance | None = None
+    instance = _start_healthy(ctx, env, dep, version, image)
     try:
-        ctx.retried(prepare_environment)(config, env)
-        instance = ctx.retried(start_version)(config, env, version, image)
-        if step < 1:
-            ledger.advance(dep.id, Phase.PROGRESSING, 1, f"started {instance.name}")
-        if step < 2:
-            report(f"{env.name}: waiting for {version} to turn healthy")
-            wait_healthy.with_options(timeout_seconds=config.health.timeout_seconds + 60)(
-                config, env, instance
-            )
-            ledger.advance(dep.id, Phase.PROGRESSING, 2, "healthy")
         if step < 3:
             _switch(ctx, env, dep, instance)
             ledger.set_environment(
@@ -227,7 +280,12 @@ def release_image(ctx: Context, version: str) -> ImageRef:
 
 @flow(name="promote", flow_run_name="promote-{version}-to-{to}", log_prints=True)
 def promote(
-    config_path: str, version: str, to: str, auto_approve: bool = False, author: str | None = None
+    config_path: str,
+    version: str,
+    to: str,
+    auto_approve: bool = False,
+    author: str | None = None,
+    force: bool = False,
 ) -> dict[str, str]:
     """Promote a released version one level, into ``to``.
 
@@ -235,7 +293,6 @@ def promote(
     """
     ctx = open_context(config_path)
     env = ctx.config.environment(to)
-    check_supported(ctx.config, [env.name])
     image = release_image(ctx, version)
     index = ctx.config.index_of(to)
     previous_level = None
@@ -246,6 +303,13 @@ def promote(
             raise ReleaseError(f"{version} does not serve {before.name}; promote it there first")
         previous_level = f"{state.phase}: serves {version} since {state.updated_at:%Y-%m-%d %H:%M:%S} UTC"
     deploy_version(
-        ctx, env, version, image, author=author, auto_approve=auto_approve, previous_level=previous_level
+        ctx,
+        env,
+        version,
+        image,
+        author=author,
+        auto_approve=auto_approve,
+        previous_level=previous_level,
+        force=force,
     )
     return {"environment": env.name, "version": version, "digest": image.digest}

@@ -2,7 +2,7 @@
 
 Read it as the runbook it is:
 
-1. refuse early what the config asks for but this shiplift cannot do, touching nothing
+1. refuse a version marked bad (a rollout's analysis failed) unless ``force``
 2. reuse the pushed image when this version was built from the same context, else build
    and push it (the push retries with exponential backoff and jitter)
 3. record the release (version, digest, git sha, author) in the ledger
@@ -16,7 +16,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import check_supported, open_context
+from flows.common import open_context
 from flows.promote import deploy_version
 from shiplift.errors import ReleaseError, ShipliftError
 from shiplift.images import build_args
@@ -32,12 +32,15 @@ def release(
     author: str | None = None,
     git_sha: str | None = None,
     extra_build_args: dict[str, str] | None = None,
+    force: bool = False,
 ) -> dict[str, object]:
     """Build, push and promote ``version`` through every environment of the config."""
     ctx = open_context(config_path)
     config = ctx.config
-    check_supported(config, [e.name for e in config.environments])
     log = get_run_logger()
+    known = ctx.ledger.release(config.app, version)
+    if known is not None and known.bad and not force:
+        raise ReleaseError(f"{version} is marked bad ({known.bad_reason}); pass --force to release it anyway")
 
     args = build_args(config, version, git_sha, extra_build_args or {})
     image = find_pushed_image(config, version, args)
@@ -68,6 +71,7 @@ def release(
                 author=author,
                 auto_approve=auto_approve,
                 previous_level=previous_level,
+                force=force,
             )
         except ShipliftError as exc:
             results[env.name] = f"failed: {exc}"

@@ -3,8 +3,9 @@
 The Prefect server has no users: ``approver`` is whatever the person typed in the Resume form
 or passed to ``shiplift approve --as``. That is why the checks live here, in shiplift: the
 allow-list, distinct approvers for ``min_approvals`` (N of M), and no self-approval by the
-release's author where the config forbids it. A refused decision is recorded and changes
-nothing; the gate keeps waiting. A timeout is a rejection.
+release's author where the config forbids it. A policy without approvers (a rollout's pause
+in an environment with no approval gate) takes anyone who gives a name. A refused decision
+is recorded and changes nothing; the gate keeps waiting. A timeout is a rejection.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def refusal(
     who = decision.approver.strip()
     if not who:
         return "no approver name was given"
-    if who not in policy.approvers:
+    if policy.approvers and who not in policy.approvers:
         return f"{who!r} is not an approver of this environment (approvers: {', '.join(policy.approvers)})"
     if policy.forbid_self_approval and author and who == author and decision.approved:
         return f"{who!r} is the release's author and may not approve it"

@@ -42,6 +42,9 @@ out = Console(highlight=False)
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to shiplift.yaml.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Promote a version even though it is marked bad (a failed analysis).")
+]
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -132,6 +135,7 @@ def release(
         str | None, typer.Option("--author", help="Who releases (default: CI actor or git user).")
     ] = None,
     build_arg: Annotated[list[str], typer.Option("--build-arg", help="Extra build arg KEY=VALUE.")] = [],  # noqa: B006
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -150,6 +154,7 @@ def release(
         author=_author(cfg, author),
         git_sha=git_sha,
         extra_build_args=extra,
+        force=force,
     )
     _print_result(result, json_out, f"{cfg.app} {version} serves every environment")
 
@@ -163,6 +168,7 @@ def promote(
     author: Annotated[
         str | None, typer.Option("--author", help="Who promotes (default: CI actor or git user).")
     ] = None,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -178,6 +184,8 @@ def promote(
         version=version,
         to=to,
         auto_approve=auto_approve,
+        author=_author(cfg, author),
+        force=force,
     )
     _print_result(result, json_out, f"{cfg.app} {version} serves {to}")
 

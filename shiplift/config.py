@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shiplift.errors import ConfigError
 
@@ -80,17 +89,56 @@ class TargetConfig(_Model):
         return value
 
 
+class ProviderConfig(_Model):
+    """Where an analysis step's measurements come from."""
+
+    kind: Literal["traefik", "prometheus", "http"] = Field(
+        "traefik", description="traefik (the router's own metrics), prometheus or http."
+    )
+    address: str | None = Field(None, description="prometheus: the server, e.g. http://127.0.0.1:9090.")
+    requests_query: str | None = Field(
+        None, description="prometheus: requests to the version over the interval ({version}, {interval})."
+    )
+    failed_query: str | None = Field(None, description="prometheus: failed requests over the interval.")
+    p95_query: str | None = Field(None, description="prometheus: p95 latency in seconds over the interval.")
+    path: str = Field("/", description="http: path probed on the new version directly.")
+    probes: int = Field(10, ge=1, le=1000, description="http: probes per interval.")
+    expect_status: int = Field(200, ge=100, le=599, description="http: the status a probe must get.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> ProviderConfig:
+        if self.kind == "prometheus":
+            missing = [k for k in ("address", "requests_query") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"a prometheus provider needs {' and '.join(missing)}")
+        if self.kind != "prometheus" and self.address is not None:
+            raise ValueError(f"address is only for a prometheus provider (this one is {self.kind})")
+        if not self.path.startswith("/"):
+            raise ValueError("path must start with '/'")
+        return self
+
+
 class AnalysisConfig(_Model):
-    interval_seconds: float = Field(5, gt=0)
-    count: int = Field(3, ge=1)
+    interval_seconds: float = Field(5, gt=0, description="Length of one measurement.")
+    count: int = Field(3, ge=1, description="Measurements taken; all must succeed.")
     success_rate_min: float | None = Field(None, ge=0, le=1)
     p95_latency_ms_max: float | None = Field(None, gt=0)
-    failure_limit: int = Field(1, ge=0)
+    failure_limit: int = Field(1, ge=0, description="Failed measurements that abort (at least one).")
+    consecutive_error_limit: int = Field(
+        4, ge=1, description="Measurements in a row that could not be taken."
+    )
+    provider: ProviderConfig = Field(default_factory=ProviderConfig)
 
 
 class PauseConfig(_Model):
     duration_seconds: float | None = Field(None, ge=0)
     until_approved: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> PauseConfig:
+        if (self.duration_seconds is None) == (not self.until_approved):
+            raise ValueError("a pause has either duration_seconds or until_approved: true")
+        return self
 
 
 class SetWeightStep(_Model):
@@ -105,7 +153,27 @@ class AnalysisStep(_Model):
     analysis: AnalysisConfig
 
 
-Step = SetWeightStep | PauseStep | AnalysisStep
+STEP_TAGS = ("set_weight", "pause", "analysis")
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        keys = [k for k in STEP_TAGS if k in value]
+        return keys[0] if len(keys) == 1 else None
+    kinds: dict[type, str] = {SetWeightStep: "set_weight", PauseStep: "pause", AnalysisStep: "analysis"}
+    return kinds.get(type(value))
+
+
+Step = Annotated[
+    Annotated[SetWeightStep, Tag("set_weight")]
+    | Annotated[PauseStep, Tag("pause")]
+    | Annotated[AnalysisStep, Tag("analysis")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="step",
+        custom_error_message="a step is one of set_weight, pause or analysis",
+    ),
+]
 
 
 class MatchConfig(_Model):
@@ -113,15 +181,46 @@ class MatchConfig(_Model):
     cookie: str | None = None
     value: str
 
+    @model_validator(mode="after")
+    def _one(self) -> MatchConfig:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("match has exactly one of header or cookie")
+        return self
+
 
 class StrategyConfig(_Model):
     kind: Literal["replace", "blue_green", "canary", "ab"] = Field(
         "replace", description="replace, blue_green, canary or ab."
     )
-    steps: list[Step] = Field(default_factory=list, description="Canary steps, in order.")
-    match: MatchConfig | None = Field(None, description="A/B: which requests go to the new version.")
-    preview_port: int | None = Field(None, ge=1, le=65535, description="Blue/green preview port.")
-    scale_down_delay_seconds: float = Field(30, ge=0, description="Blue/green: keep the old one.")
+    steps: list[Step] = Field(
+        default_factory=list,
+        description="canary: set_weight, pause, analysis; ab and blue_green: pause, analysis.",
+    )
+    match: MatchConfig | None = Field(None, description="ab: which requests go to the new version.")
+    sticky: bool = Field(False, description="canary: keep a client on the version it got first (a cookie).")
+    preview_port: int | None = Field(None, ge=1, le=65535, description="blue_green: the new version's port.")
+    scale_down_delay_seconds: float = Field(30, ge=0, description="blue_green: keep the old one this long.")
+
+    @model_validator(mode="after")
+    def _fits(self) -> StrategyConfig:
+        weights = any(isinstance(s, SetWeightStep) for s in self.steps)
+        if self.kind == "replace" and self.steps:
+            raise ValueError("replace takes no steps")
+        if self.kind == "canary" and not self.steps:
+            raise ValueError("canary needs steps (set_weight, pause, analysis)")
+        if self.kind in ("ab", "blue_green") and weights:
+            raise ValueError(f"{self.kind} steps are pause and analysis only (set_weight is for canary)")
+        if self.kind == "ab" and (self.match is None or not self.steps):
+            raise ValueError(
+                "ab needs match (header or cookie, and value) and at least one pause or analysis"
+            )
+        if self.kind != "ab" and self.match is not None:
+            raise ValueError("match is only for ab")
+        if self.kind == "blue_green" and self.preview_port is None:
+            raise ValueError("blue_green needs preview_port")
+        if self.kind != "blue_green" and self.preview_port is not None:
+            raise ValueError("preview_port is only for blue_green")
+        return self
 
 
 class ApprovalConfig(_Model):
@@ -303,8 +402,13 @@ def _line_for(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...
 
 
 def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    """Drop pydantic's union-member tags (``SetWeightStep``) from an error location."""
-    return tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
+    """Drop pydantic's union-member tags (``SetWeightStep``, the step tag) from an error location."""
+    out: list[str | int] = []
+    for part in loc:
+        if isinstance(part, str) and (part[:1].isupper() or (out and out[-1] == part and part in STEP_TAGS)):
+            continue
+        out.append(part)
+    return tuple(out)
 
 
 def parse_config(text: str, *, source: str = "shiplift.yaml", base_dir: str = ".") -> Config:

@@ -13,6 +13,7 @@ Every error is a :class:`ShipliftError`; its message is one line that says what 
     ├── TargetError            a deploy target could not start, stop or inspect a version
     │   └── UnhealthyError     a new version exited or never answered its health path
     ├── RouterError            the traffic router could not be configured or read back
+    ├── AnalysisError          a metric provider could not take a measurement
     └── ReleaseError           the release policy refuses (unknown version, nothing to roll back to)
 """
 
@@ -57,6 +58,10 @@ class UnhealthyError(TargetError):
 
 class RouterError(ShipliftError):
     """The traffic router could not be configured, or the weights read back differ."""
+
+
+class AnalysisError(ShipliftError):
+    """A metric provider could not take a measurement (counts as an error, not a failure)."""
 
 
 class ReleaseError(ShipliftError):

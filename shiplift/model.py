@@ -21,10 +21,12 @@ class Phase(StrEnum):
     FAILED = "Failed"
     ROLLED_BACK = "RolledBack"
     REJECTED = "Rejected"
+    ABORTED = "Aborted"
+    """A progressive rollout stopped on its way: traffic back on the stable version, the new one removed."""
 
     @property
     def finished(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK, Phase.REJECTED)
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK, Phase.REJECTED, Phase.ABORTED)
 
 
 class ReplaceStep(StrEnum):

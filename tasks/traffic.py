@@ -7,20 +7,31 @@ from prefect.cache_policies import NO_CACHE
 
 from shiplift.config import Config, EnvironmentConfig
 from shiplift.model import Weights
-from shiplift.routers import router_for
+from shiplift.routers import HeaderRoute, router_for
 from shiplift.targets import target_for
 from tasks import is_transient
 
 
 @task(name="set-routes", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=120)
-def set_routes(config: Config, env: EnvironmentConfig, backends: dict[str, str], weights: Weights) -> None:
-    """Set the traffic weights and wait until the router has them in force.
+def set_routes(
+    config: Config,
+    env: EnvironmentConfig,
+    backends: dict[str, str],
+    weights: Weights,
+    route: HeaderRoute | None = None,
+    sticky: bool = False,
+    preview: str | None = None,
+) -> None:
+    """Set the traffic weights (and an A/B route or a preview) and wait until they are in force.
 
     Example:
         >>> set_routes(config, env, {"v2": "http://…:8000"}, {"v2": 100})  # doctest: +SKIP
     """
-    router_for(config, env, target_for(config, env)).set_routes(backends, weights)
-    get_run_logger().info("%s: weights now %s", env.name, weights)
+    router_for(config, env, target_for(config, env)).set_routes(
+        backends, weights, route=route, sticky=sticky, preview=preview
+    )
+    extra = f" (A/B route to {route.version})" if route else f" (preview: {preview})" if preview else ""
+    get_run_logger().info("%s: weights now %s%s", env.name, weights, extra)
 
 
 @task(name="get-routes", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=60)

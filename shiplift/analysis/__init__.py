@@ -1,14 +1,23 @@
 """Analysis: measure a version's traffic and judge it (the building blocks of progressive delivery).
 
 A :class:`Measurement` is what one analysis interval saw of one version: requests, failed
-requests (5xx), and the 95th percentile latency. Providers produce them
-(:mod:`shiplift.analysis.traefik` reads Traefik's own Prometheus metrics); the judge
-(:mod:`shiplift.analysis.judge`) turns them into success, failure or inconclusive.
+requests (5xx), and the 95th percentile latency. Providers produce them behind one protocol,
+:class:`MetricProvider`:
+
+- ``traefik`` (:mod:`shiplift.analysis.traefik`): the router's own Prometheus metrics;
+- ``prometheus`` (:mod:`shiplift.analysis.prometheus`): queries to a Prometheus HTTP API;
+- ``http`` (:mod:`shiplift.analysis.http`): probes of the new version itself.
+
+The judge (:mod:`shiplift.analysis.judge`) turns them into success, failure or inconclusive.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from shiplift.config import ProviderConfig
 
 
 @dataclass(frozen=True)
@@ -25,3 +34,36 @@ class Measurement:
         if self.requests <= 0:
             return None
         return 1.0 - self.failed / self.requests
+
+
+class MetricProvider(Protocol):
+    def window(self, version: str, seconds: float) -> Measurement:
+        """Watch ``version`` for ``seconds`` and return what it served; raise when it cannot."""
+
+
+def provider_for(
+    config: ProviderConfig, *, router_api: str | None, version_url: str | None, labels: dict[str, str]
+) -> MetricProvider:
+    """The provider of ``config``.
+
+    ``router_api`` is the router's API (Traefik's metrics), ``version_url`` the new version's own
+    address on this host (the HTTP check), ``labels`` what a Prometheus query may name:
+    ``{app}``, ``{env}``, ``{version}`` and ``{interval}``.
+    """
+    from shiplift.errors import AnalysisError
+
+    if config.kind == "traefik":
+        from shiplift.analysis.traefik import TraefikProvider
+
+        if router_api is None:
+            raise AnalysisError("the traefik provider needs the router's API, and this environment has none")
+        return TraefikProvider(router_api)
+    if config.kind == "prometheus":
+        from shiplift.analysis.prometheus import PrometheusProvider
+
+        return PrometheusProvider(config, labels)
+    from shiplift.analysis.http import HttpProvider
+
+    if version_url is None:
+        raise AnalysisError("the http provider needs the version's address, and the target gives none")
+    return HttpProvider(version_url, config)

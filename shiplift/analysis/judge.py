@@ -5,7 +5,7 @@ as ``failure_limit`` measurements have failed (at least one), the analysis fails
 version is caught within ``interval × failure_limit``; no traffic at all is *inconclusive* — it
 never passes — and an analysis that ends inconclusive pauses the rollout for a person. A
 measurement that could not be taken (provider down) is an error; ``consecutive_error_limit``
-errors in a row abort too.
+errors in a row abort too, and fewer make the analysis inconclusive (it never passes on them).
 """
 
 from __future__ import annotations
@@ -79,6 +79,6 @@ class Analysis:
             return Verdict.FAILED
         if len(self.results) < self.config.count:
             return Verdict.RUNNING
-        if any(r is Result.INCONCLUSIVE for r, _ in self.results):
+        if any(r in (Result.INCONCLUSIVE, Result.ERROR) for r, _ in self.results):
             return Verdict.INCONCLUSIVE
         return Verdict.PASSED

@@ -8,12 +8,14 @@ that version's requests, 5xx responses and 95th percentile latency over the inte
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import httpx
 
 from shiplift.analysis import Measurement
 from shiplift.analysis.prometheus_text import parse
+from shiplift.errors import AnalysisError
 from shiplift.model import slug
 
 REQUESTS = "traefik_service_requests_total"
@@ -99,3 +101,19 @@ def quantile_ms(buckets: dict[float, float], q: float) -> float | None:
             return (lower_bound + (bound - lower_bound) * share) * 1000.0
         lower_bound, lower_count = bound, count
     return lower_bound * 1000.0
+
+
+class TraefikProvider:
+    """The ``traefik`` metric provider: two scrapes of the router, ``seconds`` apart."""
+
+    def __init__(self, api_url: str) -> None:
+        self.metrics = TraefikMetrics(api_url)
+
+    def window(self, version: str, seconds: float) -> Measurement:
+        try:
+            before = self.metrics.scrape()
+            time.sleep(seconds)
+            after = self.metrics.scrape()
+        except httpx.HTTPError as exc:
+            raise AnalysisError(f"cannot read the router's metrics: {type(exc).__name__}") from None
+        return measure(before, after, version)

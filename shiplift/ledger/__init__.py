@@ -59,6 +59,7 @@ class ReleaseRecord:
     author: str | None
     created_at: datetime
     bad: bool
+    bad_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class Deployment:
     started_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    weights: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -97,6 +99,7 @@ class ApprovalRecord:
     accepted: bool
     reason: str | None
     at: datetime
+    step_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,7 @@ def _deployment(row: DeploymentRow) -> Deployment:
         started_at=_aware(row.started_at) or now(),
         updated_at=_aware(row.updated_at) or now(),
         finished_at=_aware(row.finished_at),
+        weights=dict(row.weights) if row.weights is not None else None,
     )
 
 
@@ -236,7 +240,18 @@ class Ledger:
             author=row.author,
             created_at=_aware(row.created_at) or now(),
             bad=row.bad,
+            bad_reason=row.bad_reason,
         )
+
+    def mark_bad(self, app: str, version: str, reason: str | None) -> None:
+        """Mark ``version`` bad (with ``reason``) or good again (``None``).
+
+        No automatic promotion takes a bad version; ``--force`` does.
+        """
+        with self._session() as s:
+            row = s.scalar(select(ReleaseRow).where(ReleaseRow.app == app, ReleaseRow.version == version))
+            if row is not None:
+                row.bad, row.bad_reason = reason is not None, reason
 
     # deployments ----------------------------------------------------------------------------
 
@@ -312,12 +327,21 @@ class Ledger:
             row = s.get_one(DeploymentRow, deployment_id)
             row.previous_version, row.previous_digest = version, digest
 
-    def advance(self, deployment_id: int, phase: Phase, step_index: int, message: str) -> None:
-        """Persist the phase and step index a deployment has reached."""
+    def advance(
+        self,
+        deployment_id: int,
+        phase: Phase,
+        step_index: int,
+        message: str,
+        weights: dict[str, int] | None = None,
+    ) -> None:
+        """Persist the phase and step index a deployment has reached (and the weights in force)."""
         at = now()
         with self._session() as s:
             row = s.get_one(DeploymentRow, deployment_id)
             row.phase, row.step_index, row.updated_at = str(phase), step_index, at
+            if weights is not None:
+                row.weights = dict(weights)
             s.add(
                 EventRow(
                     deployment_id=deployment_id,
@@ -461,10 +485,13 @@ class Ledger:
         comment: str,
         accepted: bool,
         reason: str | None,
+        step_index: int = 0,
     ) -> ApprovalRecord:
+        """One decision on the gate (step 0) or on a pause of a rollout (its step index)."""
         with self._session() as s:
             row = ApprovalRow(
                 deployment_id=deployment_id,
+                step_index=step_index,
                 approver=approver,
                 approved=approved,
                 comment=comment,
@@ -476,12 +503,13 @@ class Ledger:
             s.flush()
             return _approval(row)
 
-    def approvals(self, deployment_id: int) -> list[ApprovalRecord]:
+    def approvals(self, deployment_id: int, step_index: int | None = None) -> list[ApprovalRecord]:
+        """The decisions on a deployment, in order; only those of one step when given."""
         with self._session() as s:
-            rows = s.scalars(
-                select(ApprovalRow).where(ApprovalRow.deployment_id == deployment_id).order_by(ApprovalRow.id)
-            )
-            return [_approval(r) for r in rows]
+            query = select(ApprovalRow).where(ApprovalRow.deployment_id == deployment_id)
+            if step_index is not None:
+                query = query.where(ApprovalRow.step_index == step_index)
+            return [_approval(r) for r in s.scalars(query.order_by(ApprovalRow.id))]
 
     def deployment_for_run(self, run_id: str) -> list[Deployment]:
         """Deployments started by the Prefect flow run ``run_id``."""
@@ -501,4 +529,5 @@ def _approval(row: ApprovalRow) -> ApprovalRecord:
         accepted=row.accepted,
         reason=row.reason,
         at=_aware(row.at) or now(),
+        step_index=row.step_index or 0,
     )

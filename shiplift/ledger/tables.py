@@ -27,6 +27,7 @@ class ReleaseRow(Base):
     author: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     bad: Mapped[bool] = mapped_column(Boolean, default=False)
+    bad_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class DeploymentRow(Base):
@@ -43,6 +44,7 @@ class DeploymentRow(Base):
     strategy: Mapped[str] = mapped_column(String(16))
     phase: Mapped[str] = mapped_column(String(32))
     step_index: Mapped[int] = mapped_column(Integer, default=0)
+    weights: Mapped[dict[str, int] | None] = mapped_column(JSON)  # in force after the step reached
     previous_version: Mapped[str | None] = mapped_column(String(128))
     previous_digest: Mapped[str | None] = mapped_column(String(80))
     run_id: Mapped[str | None] = mapped_column(String(64))
@@ -86,6 +88,7 @@ class ApprovalRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), index=True)
+    step_index: Mapped[int | None] = mapped_column(Integer)  # 0: the gate; else a rollout's pause
     approver: Mapped[str] = mapped_column(String(128))
     approved: Mapped[bool] = mapped_column(Boolean)
     comment: Mapped[str] = mapped_column(Text)

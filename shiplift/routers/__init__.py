@@ -42,15 +42,20 @@ class TrafficRouter(Protocol):
         weights: Weights,
         route: HeaderRoute | None = None,
         sticky: bool = False,
+        preview: str | None = None,
     ) -> None:
         """Send ``weights[label]`` percent of requests to ``backends[label]``; wait until in force.
 
         ``route`` sends the requests it matches to its version whatever the weights (A/B);
-        ``sticky`` keeps a client on the version it got first (a cookie).
+        ``sticky`` keeps a client on the version it got first (a cookie); ``preview`` serves
+        that version alone on the environment's preview port (blue/green).
         """
 
     def get_routes(self) -> Weights | None:
         """The weights in force, by version label; ``None`` when no routes were ever set."""
+
+    def metrics_url(self) -> str | None:
+        """Where the router's Prometheus metrics are (``<url>/metrics``); ``None`` if it has none."""
 
     def finalize(self) -> None:
         """Remove the router and its endpoint."""

@@ -39,6 +39,7 @@ ROUTES = f"{CONFIG_DIR}/dynamic/routes.yml"
 SLOTS = 8
 API_PORT = 8080
 WEB_PORT = 80
+PREVIEW_PORT = 81
 _HEADER = re.compile(r"^# shiplift: (?P<json>\{.*\})$", re.M)
 
 
@@ -113,6 +114,7 @@ def render(
     weights: Weights,
     route: HeaderRoute | None = None,
     sticky: bool = False,
+    preview: str | None = None,
 ) -> str:
     """The dynamic configuration file for one generation (JSON is valid YAML)."""
     services: dict[str, Any] = {}
@@ -139,6 +141,13 @@ def render(
             "service": names[route.version],
             "priority": 100,
         }
+    if preview is not None:
+        routers["preview"] = {
+            "entryPoints": ["preview"],
+            "rule": "PathPrefix(`/`)",
+            "service": names[preview],
+            "priority": 1,
+        }
     doc: dict[str, Any] = {"http": {"routers": routers, "services": services}}
     if not weighted:
         doc = {"http": {}}
@@ -150,6 +159,8 @@ def render(
             "cookie": route.cookie,
             "value": route.value,
         }
+    if preview is not None:
+        header["preview"] = preview
     return f"# shiplift: {json.dumps(header, sort_keys=True)}\n" + json.dumps(doc, indent=1) + "\n"
 
 
@@ -176,6 +187,13 @@ class TraefikRouter:
 
     def reconcile(self) -> None:
         container = self._container()
+        carried: str | None = None
+        if container is not None and not self._ports_match(container):
+            # the preview port came or went in the config: a new container, same routes
+            report(f"recreating the router of {self.env.name} for its preview port")
+            carried = self._read(container)
+            container.remove(force=True)
+            container = None
         if container is not None and container.status == "running":
             return
         if container is not None:
@@ -184,13 +202,21 @@ class TraefikRouter:
             return
         image = ensure_traefik_image(self.client)
         report(f"starting router for {self.env.name} on {self.env.host}:{self.env.port}")
+        preview = self.env.strategy.preview_port
+        ports: dict[str, Any] = {
+            f"{WEB_PORT}/tcp": (self.env.host, self.env.port),
+            f"{API_PORT}/tcp": ("127.0.0.1", None),
+        }
+        entrypoints = [f"--entrypoints.web.address=:{WEB_PORT}", f"--entrypoints.traefik.address=:{API_PORT}"]
+        if preview is not None:
+            ports[f"{PREVIEW_PORT}/tcp"] = (self.env.host, preview)
+            entrypoints.append(f"--entrypoints.preview.address=:{PREVIEW_PORT}")
         try:
             container = self.client.containers.create(
                 image,
                 name=self.name,
                 command=[
-                    f"--entrypoints.web.address=:{WEB_PORT}",
-                    f"--entrypoints.traefik.address=:{API_PORT}",
+                    *entrypoints,
                     "--api.insecure=true",
                     "--ping=true",
                     "--metrics.prometheus=true",
@@ -204,16 +230,18 @@ class TraefikRouter:
                 ],
                 labels=self.labels,
                 network=self.network,
-                ports={
-                    f"{WEB_PORT}/tcp": (self.env.host, self.env.port),
-                    f"{API_PORT}/tcp": ("127.0.0.1", None),
-                },
+                ports=ports,
                 restart_policy={"Name": "unless-stopped"},
                 detach=True,
             )
         except APIError as exc:
             raise RouterError(f"cannot create the router for {self.env.name}: {_explain(exc)}") from None
-        self._write(container, render(self.app, 0, {}, {}), 0)
+        if carried is not None:
+            match = _HEADER.search(carried)
+            generation = int(json.loads(match.group("json")).get("generation", 0)) if match else 0
+            self._write(container, carried, generation)
+        else:
+            self._write(container, render(self.app, 0, {}, {}), 0)
         try:
             container.start()
         except APIError as exc:
@@ -236,7 +264,10 @@ class TraefikRouter:
         weights: Weights,
         route: HeaderRoute | None = None,
         sticky: bool = False,
+        preview: str | None = None,
     ) -> None:
+        if preview is not None and (preview not in backends or self.env.strategy.preview_port is None):
+            raise RouterError(f"no preview port or no backend for the preview of {preview}")
         if route is not None and route.version not in backends:
             raise RouterError(f"no backend for the A/B route's version {route.version}")
         if sum(weights.values()) != 100 or any(w < 0 for w in weights.values()):
@@ -249,7 +280,9 @@ class TraefikRouter:
             raise RouterError(f"the router of {self.env.name} is not running")
         header = self._header(container)
         generation = int(header.get("generation", 0)) + 1 if header else 1
-        self._write(container, render(self.app, generation, backends, weights, route, sticky), generation)
+        self._write(
+            container, render(self.app, generation, backends, weights, route, sticky, preview), generation
+        )
         self._wait_generation(generation, weights, self._api(container))
 
     def get_routes(self) -> Weights | None:
@@ -269,6 +302,9 @@ class TraefikRouter:
         """Traefik's API (and ``/metrics``) endpoint, published on a random loopback port."""
         return self._api()
 
+    def metrics_url(self) -> str | None:
+        return self._api()
+
     def backends(self) -> dict[str, str]:
         """The backends of the generation written last, by version label."""
         container = self._container()
@@ -277,7 +313,8 @@ class TraefikRouter:
 
     # internals ------------------------------------------------------------------------------
 
-    def _header(self, container: Any) -> dict[str, Any] | None:
+    def _read(self, container: Any) -> str | None:
+        """The routes file in force, or ``None`` when there is none."""
         try:
             stream, _ = container.get_archive(ROUTES)
         except NotFound:
@@ -286,9 +323,20 @@ class TraefikRouter:
         with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
             member = tar.next()
             fh = tar.extractfile(member) if member is not None else None
-            text = fh.read().decode() if fh else ""
-        match = _HEADER.search(text)
+            return fh.read().decode() if fh else ""
+
+    def _header(self, container: Any) -> dict[str, Any] | None:
+        match = _HEADER.search(self._read(container) or "")
         return json.loads(match.group("json")) if match else None
+
+    def _ports_match(self, container: Any) -> bool:
+        """Whether the container publishes the preview port exactly when the config has one."""
+        exposed = (container.attrs.get("HostConfig") or {}).get("PortBindings") or {}
+        bound = exposed.get(f"{PREVIEW_PORT}/tcp") or []
+        want = self.env.strategy.preview_port
+        if want is None:
+            return not bound
+        return any(str(b.get("HostPort")) == str(want) for b in bound)
 
     def _write(self, container: Any, content: str, generation: int) -> None:
         slot = f"gen/{generation % SLOTS}.yml"

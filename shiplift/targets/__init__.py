@@ -43,6 +43,9 @@ class DeployTarget(Protocol):
     def instances(self) -> list[Instance]:
         """Every instance of the app in this environment."""
 
+    def direct_url(self, instance: Instance) -> str | None:
+        """Where this host reaches ``instance`` itself, bypassing the router (checks); ``None`` if nowhere."""
+
 
 def target_for(config: Config, env: EnvironmentConfig) -> DeployTarget:
     """The target for ``env.target.kind``; raises on an unknown kind."""

@@ -125,12 +125,20 @@ class DockerTarget:
             time.sleep(health.interval_seconds)
 
     def _health_url(self, container: Any) -> str | None:
+        base = self._published(container)
+        return f"{base}{self.config.health.path}" if base else None
+
+    def _published(self, container: Any) -> str | None:
         bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(
             f"{self.config.container_port}/tcp"
         )
         if not bindings:
             return None
-        return f"http://{published_host()}:{bindings[0]['HostPort']}{self.config.health.path}"
+        return f"http://{published_host()}:{bindings[0]['HostPort']}"
+
+    def direct_url(self, instance: Instance) -> str | None:
+        container = self._get(instance.name)
+        return self._published(container) if container is not None else None
 
     def _get(self, name: str) -> Any | None:
         try:
