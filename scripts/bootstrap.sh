@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install and start everything shiplift's demo and tests need on a fresh Debian machine.
 # Idempotent: a second run only checks, and takes a few seconds.
-#   Debian packages: docker.io, docker-registry, debootstrap, postgresql, chromium (apt-get)
+#   Debian packages: docker.io, docker-registry, debootstrap, postgresql, chromium, prometheus
+#   (apt-get; prometheus only for the tests of the Prometheus analysis provider)
 #   Python: uv, then the project and its dev tools (uv sync)
 #   Daemons: dockerd (started in the background when `docker info` fails)
 set -euo pipefail
@@ -11,7 +12,7 @@ mkdir -p "$STATE"
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
-APT_PACKAGES=(docker.io docker-registry debootstrap postgresql chromium git curl ca-certificates)
+APT_PACKAGES=(docker.io docker-registry debootstrap postgresql chromium prometheus git curl ca-certificates)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

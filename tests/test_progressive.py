@@ -93,6 +93,25 @@ def test_healthy_canary_20_50_100_loses_no_request(project: Project) -> None:
     assert (status["version"], status["weights"], status["phase"]) == ("v2", {"v2": 100}, "Succeeded")
     assert [c.labels["io.shiplift.version"] for c in app_containers(project.app)] == ["v2"]
 
+    # the run's artifacts: a progress bar that followed the weight, the analysis of every step
+    progress = artifacts(f"rollout-{project.app}-prod")
+    assert progress[0]["type"] == "progress" and progress[0]["data"] == 100.0
+    analysis_md = artifacts(f"analysis-{project.app}-prod")[0]["data"]
+    assert analysis_md.count("| success |") == 4 and "success rate ≥ 0.99" in analysis_md
+
+
+def artifacts(key: str) -> list[dict[str, Any]]:
+    """The artifacts with ``key`` on the Prefect server, newest first."""
+    response = httpx.post(
+        f"{os.environ['PREFECT_API_URL']}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 5},
+        timeout=10,
+    )
+    response.raise_for_status()
+    found: list[dict[str, Any]] = response.json()
+    assert found, f"no artifact {key}"
+    return found
+
 
 def test_a_version_failing_half_its_requests_is_rolled_back_in_bound(project: Project) -> None:
     """Acceptance b: detected within interval × failure_limit, stable back at 100% within +2 s."""

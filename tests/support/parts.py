@@ -291,3 +291,47 @@ class PrefectServer:
             self.proc.terminate()
             self.proc.wait(30)
             self.proc = None
+
+
+class Prometheus:
+    """Debian's Prometheus on a free loopback port, scraping ``targets`` every second."""
+
+    def __init__(self, root: Path, targets: list[str]) -> None:
+        self.root = root
+        self.port = free_port()
+        self.targets = targets
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> Prometheus:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise RuntimeError("prometheus is missing: scripts/bootstrap.sh installs it")
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "router", "static_configs": [{"targets": self.targets}]}],
+        }
+        (self.root / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={self.root / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=open(self.root / "prometheus.log", "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_http(f"{self.address}/-/ready", timeout)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+            self.proc = None
