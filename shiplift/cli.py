@@ -342,6 +342,7 @@ def trigger(
             "--rerun", help="Start a new run even if this commit already has one (its process died)."
         ),
     ] = False,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Start a release on the served `release` deployment through the Prefect REST API (for CI)."""
@@ -359,6 +360,7 @@ def trigger(
             author=_author(cfg, author),
             auto_approve=auto_approve,
             rerun=rerun,
+            force=force,
         )
     except ShipliftError as exc:
         _fail(str(exc), exc.exit_code)

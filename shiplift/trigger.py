@@ -37,6 +37,7 @@ def trigger_release(
     author: str | None,
     auto_approve: bool = False,
     rerun: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Create (or find, by idempotency key) the release run; return its id, state and UI link.
 
@@ -54,6 +55,8 @@ def trigger_release(
         params: dict[str, Any] = {"version": version, "git_sha": git_sha, "author": author}
         if auto_approve:
             params["auto_approve"] = True
+        if force:
+            params["force"] = True
         run = api.post(
             f"/deployments/{dep.json()['id']}/create_flow_run",
             json={"parameters": params, "idempotency_key": key},
