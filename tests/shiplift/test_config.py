@@ -111,6 +111,52 @@ def test_the_contract_example_and_the_hello_example_parse() -> None:
             "min_approvals 3 exceeds the 2 approvers",
             "approval:",
         ),
+        (
+            lambda d: d["environments"][1]["strategy"]["steps"].append({"pause": {}}),
+            "environments[1].strategy.steps[3].pause",
+            "a pause has either duration_seconds or until_approved: true",
+            "pause: {}",
+        ),
+        (
+            lambda d: d["environments"][1]["strategy"]["steps"].append({"wait": 3}),
+            "environments[1].strategy.steps[3]",
+            "a step is one of set_weight, pause or analysis",
+            "wait: 3",
+        ),
+        (
+            lambda d: d["environments"][1]["strategy"].update(kind="ab"),
+            "environments[1].strategy",
+            "ab steps are pause and analysis only (set_weight is for canary)",
+            "strategy:",
+        ),
+        (
+            lambda d: d["environments"][1].update(strategy={"kind": "blue_green"}),
+            "environments[1].strategy",
+            "blue_green needs preview_port",
+            "strategy:",
+        ),
+        (
+            lambda d: d["environments"][1].update(strategy={"kind": "canary"}),
+            "environments[1].strategy",
+            "canary needs steps (set_weight, pause, analysis)",
+            "strategy:",
+        ),
+        (
+            lambda d: d["environments"][1].update(
+                strategy={"kind": "blue_green", "preview_port": 18081, "steps": []}
+            ),
+            "environments[1].port",
+            "port 18081 is already used by environment 'dev'",
+            "port: 18084",
+        ),
+        (
+            lambda d: d["environments"][1]["strategy"]["steps"][1]["analysis"].update(
+                provider={"kind": "prometheus", "address": "http://127.0.0.1:9090"}
+            ),
+            "environments[1].strategy.steps[1].analysis.provider",
+            "a prometheus provider needs requests_query",
+            "provider:",
+        ),
     ],
 )
 def test_each_error_names_the_key_and_line(change: Any, key: str, message: str, on_line: str) -> None:
