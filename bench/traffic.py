@@ -3,7 +3,8 @@ bad version is caught — on the real parts (Docker, Traefik, a `prefect server`
 loopback load of 200 requests/s.
 
 1. A healthy canary (20 → 50 → 100, with analysis) and a blue/green switch, each released
-   with the CLI under load: failed requests (goal 0).
+   with the CLI under load: failed requests (goal 0); then a rollback inside the blue/green
+   scale-down window: the time to switch back (goal under 1 s).
 2. A version that fails half its requests, released as a canary at 20% with an analysis of
    ``interval`` s and ``failure_limit`` 1: time to detect and to restore 100% to the stable
    version, and failed requests, each next to its bound.
@@ -32,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 from shiplift.config import load_config  # noqa: E402
 from shiplift.dockerhost import client  # noqa: E402
 from shiplift.ledger import Deployment, Ledger, open_ledger  # noqa: E402
-from shiplift.model import ImageRef  # noqa: E402
+from shiplift.model import ImageRef, Phase  # noqa: E402
 from shiplift.routers.traefik import TraefikRouter  # noqa: E402
 from shiplift.targets.docker import DockerTarget  # noqa: E402
-from tests.support.load import Load  # noqa: E402
+from tests.support.load import Load, LoadResult  # noqa: E402
 from tests.support.parts import (  # noqa: E402
     PrefectServer,
     Project,
@@ -65,6 +66,11 @@ def row(name: str, value: float, goal: float, unit: str) -> None:
     ratio = value / goal if goal else (0.0 if value == 0 else float("inf"))
     shown = f"{ratio:.2f}" if goal else ("ok" if value == 0 else "over")
     print(f"  {name:<46} {value:>8.2f} {unit:<4} bound {goal:>7.2f} {unit:<4} ratio {shown}")
+
+
+def print_split(name: str, result: LoadResult) -> None:
+    split = ", ".join(f"{v} {n}" for v, n in sorted(result.by_version.items()))
+    print(f"  {name:<46} {result.failed:>8d} failed of {result.sent} ({result.rate:.0f} req/s; {split})")
 
 
 def released(project: Project, *args: str) -> None:
@@ -109,20 +115,48 @@ def main() -> None:
                 "kind": "blue_green",
                 "preview_port": free_port(),
                 "steps": [{"pause": {"duration_seconds": 1}}],
-                "scale_down_delay_seconds": 2,
+                "scale_down_delay_seconds": 20,
             },
         )
         for project in (canary, blue_green):
             released(project, "--version", "v1")
         print("1. healthy rollouts (failed requests; goal 0)")
-        for name, project in (("canary 20 -> 50 -> 100", canary), ("blue/green switch", blue_green)):
-            with Load(project.endpoint("prod"), rate=RATE) as load:
-                released(project, "--version", "v2")
-                result = load.stop()
-            split = ", ".join(f"{v} {n}" for v, n in sorted(result.by_version.items()))
-            print(
-                f"  {name:<46} {result.failed:>8d} failed of {result.sent} ({result.rate:.0f} req/s; {split})"
-            )
+        with Load(canary.endpoint("prod"), rate=RATE) as load:
+            released(canary, "--version", "v2")
+            result = load.stop()
+        print_split("canary 20 -> 50 -> 100", result)
+        with Load(blue_green.endpoint("prod"), rate=RATE) as load:
+            release = blue_green.popen("release", "--version", "v2", "--auto-approve")
+            bg_ledger = open_ledger(blue_green.ledger_url())
+            while True:
+                dep = bg_ledger.history(bg_app, "prod", limit=1)[0]
+                if dep.version == "v2" and dep.phase is Phase.SUCCEEDED:
+                    break
+                if release.poll() is not None:
+                    raise SystemExit(f"bench: blue/green release failed:\n{release.communicate()[1]}")
+                time.sleep(0.1)
+            time.sleep(1)
+            asked = time.time()
+            back = blue_green.shiplift("rollback", "--env", "prod")
+            answered = time.time()
+            release.communicate(timeout=120)
+            result = load.stop()
+        if back.returncode != 0:
+            raise SystemExit(f"bench: rollback failed:\n{back.stderr}")
+        print_split("blue/green switch, then rollback in the window", result)
+        rolled = bg_ledger.history(bg_app, "prod", limit=1)[0]
+        switched_back = event_at(bg_ledger, rolled, "traffic switched to v1")
+        row(
+            "rollback in window: lock taken -> switched back",
+            switched_back - event_at(bg_ledger, rolled, "environment lock taken"),
+            1.0,
+            "s",
+        )
+        v2_after = [t for t, v, _ in result.samples if v == "v2" and t >= asked]
+        print(
+            f"  (the rollback command ran {answered - asked:.2f}s in all, Python and Prefect start-up "
+            f"included; v2's last answer came {max(v2_after, default=asked) - asked:.2f}s after it began)"
+        )
 
         # 2. a bad version -----------------------------------------------------------------
         interval, limit, weight = args.interval, 1, 20
