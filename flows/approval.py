@@ -21,7 +21,7 @@ from flows.common import Context
 from shiplift.approvals import Decision, Outcome, outcome, refusal
 from shiplift.config import ApprovalConfig, EnvironmentConfig
 from shiplift.ledger import Deployment, now
-from shiplift.model import ImageRef, Phase
+from shiplift.model import ImageRef, Phase, slug
 from shiplift.progress import announce, report
 
 AUTO = "(auto-approve)"
@@ -106,7 +106,7 @@ def pause_policy(env: EnvironmentConfig) -> ApprovalConfig:
 
 def await_decision(
     ctx: Context,
-    env: EnvironmentConfig,
+    env: EnvironmentConfig | str,
     dep: Deployment,
     *,
     policy: ApprovalConfig,
@@ -118,8 +118,10 @@ def await_decision(
     """Pause the run until ``policy`` is met for ``dep`` at ``step`` (0 is the gate); return why.
 
     Decisions already recorded for the same step count (a run that took the deployment over
-    keeps them); the deadline runs from the first wait, as the ledger recorded it.
+    keeps them); the deadline runs from the first wait, as the ledger recorded it. ``env`` is
+    the environment (whose phase shows the wait), or a label such as ``db:main`` for a restore.
     """
+    name = env if isinstance(env, str) else env.name
     ledger = ctx.ledger
     accepted = [
         Decision(a.approver, a.approved, a.comment, a.at)
@@ -128,13 +130,14 @@ def await_decision(
     ]
     waited_since = dep.started_at if step == 0 else now()
     ledger.advance(dep.id, waiting, dep.step_index, f"waiting for {policy.min_approvals} approval(s)")
-    ledger.set_environment_phase(ctx.config.app, env.name, waiting)
+    if not isinstance(env, str):
+        ledger.set_environment_phase(ctx.config.app, env.name, waiting)
     deadline = time.monotonic() + policy.timeout_seconds - max(0.0, (now() - waited_since).total_seconds())
     log = get_run_logger()
     while (verdict := outcome(policy, accepted)) is Outcome.PENDING:
         remaining = deadline - time.monotonic()
-        report(f"{env.name}: waiting for approval (run {ctx.run_id})")
-        announce(f"{env.name}: waiting for approval: shiplift approve {ctx.run_id} --as NAME")
+        report(f"{name}: waiting for approval (run {ctx.run_id})")
+        announce(f"{name}: waiting for approval: shiplift approve {ctx.run_id} --as NAME")
         try:
             if remaining <= 0:
                 raise FlowPauseTimeout("the approval gate timed out")
@@ -154,7 +157,7 @@ def await_decision(
                 reason=reason,
                 step_index=step,
             )
-            _artifact(ctx, env, dep)
+            _artifact(ctx, name, dep)
             return Outcome.REJECTED, reason
         decision = Decision(answer.approver.strip(), bool(answer.approved), answer.comment, now())
         why_not = refusal(policy, author, accepted, decision)
@@ -167,13 +170,13 @@ def await_decision(
             reason=why_not,
             step_index=step,
         )
-        _artifact(ctx, env, dep)
+        _artifact(ctx, name, dep)
         if why_not is not None:
-            log.warning("%s: decision refused: %s", env.name, why_not)
-            announce(f"{env.name}: decision refused: {why_not}")
+            log.warning("%s: decision refused: %s", name, why_not)
+            announce(f"{name}: decision refused: {why_not}")
             continue
         accepted.append(decision)
-        log.info("%s: %s %s", env.name, decision.approver, "approved" if decision.approved else "rejected")
+        log.info("%s: %s %s", name, decision.approver, "approved" if decision.approved else "rejected")
     if verdict is Outcome.REJECTED:
         who = next(d for d in accepted if not d.approved)
         return verdict, f"rejected by {who.approver}" + (f": {who.comment}" if who.comment else "")
@@ -181,17 +184,17 @@ def await_decision(
     return verdict, f"approved by {names}"
 
 
-def _artifact(ctx: Context, env: EnvironmentConfig, dep: Deployment) -> None:
+def _artifact(ctx: Context, name: str, dep: Deployment) -> None:
     rows = "\n".join(
         f"| {a.at:%Y-%m-%d %H:%M:%S} | {a.approver} | {'approve' if a.approved else 'reject'} | "
         f"{'counted' if a.accepted else 'refused: ' + (a.reason or '')} | {a.comment} |"
         for a in ctx.ledger.approvals(dep.id)
     )
     create_markdown_artifact(
-        key=f"approvals-{ctx.config.app}-{env.name}".lower(),
+        key=f"approvals-{slug(ctx.config.app)}-{slug(name)}",
         markdown=(
-            f"### Approvals: {ctx.config.app} {dep.version} to {env.name}\n\n"
+            f"### Approvals: {ctx.config.app} {dep.version} to {name}\n\n"
             f"| when (UTC) | who | decision | verdict | comment |\n|---|---|---|---|---|\n{rows}\n"
         ),
-        description=f"approval decisions for {dep.version} in {env.name}",
+        description=f"approval decisions for {dep.version} in {name}",
     )

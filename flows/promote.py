@@ -22,6 +22,7 @@ from dataclasses import replace
 from prefect import flow, get_run_logger
 
 from flows.approval import await_approval
+from flows.backup import backups_before, check_drill_age
 from flows.common import Context, environment_lock, open_context, supersede_run
 from flows.progressive import Rollout, scale_down_later
 from shiplift.approvals import Outcome
@@ -64,6 +65,8 @@ def deploy_version(
         raise ReleaseError(
             f"{version} is marked bad ({record.bad_reason}); pass --force to promote it anyway"
         )
+    if kind == "promote":
+        check_drill_age(ctx, env.name)
     state = ledger.environment(app, env.name)
     dep = ledger.unfinished(app, env.name, version=version, digest=image.digest)
     serving = dep is None and state is not None and (state.version, state.digest) == (version, image.digest)
@@ -116,6 +119,12 @@ def deploy_version(
                 )
         if dep.step_index == 0:
             ledger.set_previous(dep.id, state.version if state else None, state.digest if state else None)
+            if kind == "promote":
+                try:
+                    backups_before(ctx, env.name, ledger.deployment(dep.id))
+                except ShipliftError as exc:
+                    _fail(ctx, env, dep, None, f"pre-release backup failed: {exc}")
+                    raise ReleaseError(f"{env.name}: pre-release backup failed: {exc}") from None
         dep = ledger.deployment(dep.id)
         stable = _stable(ctx, env, dep) if kind == "promote" and env.strategy.kind != "replace" else None
         if stable is None:

@@ -1,26 +1,46 @@
 """Serve shiplift's flows as Prefect deployments from one long-running process.
 
 ``shiplift serve`` calls :func:`serve_flows`; the Prefect UI, the REST API and
-``prefect deployment run`` then start releases, promotions and rollbacks.
+``prefect deployment run`` then start releases, promotions and rollbacks. Each database of the
+config adds ``backup-<db>`` (on its ``schedule``), ``drill-<db>`` (on its ``drill_schedule``),
+``restore-<db>`` and ``prune-<db>``; every schedule is a cron in UTC.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import serve
 
+from flows.backup import backup_flow, drill_flow, prune_flow, restore_flow
 from flows.promote import promote
 from flows.release import release
 from flows.rollback import rollback
+from shiplift.config import load_config
 
 
-def serve_flows(config_path: str, limit: int = 4) -> None:
-    """Serve release, promote and rollback for the project at ``config_path``."""
+def deployments(config_path: str) -> list[Any]:
+    """The deployments ``shiplift serve`` serves for the project at ``config_path``."""
     path = str(Path(config_path).resolve())
-    serve(
+    out = [
         release.to_deployment(name="release", parameters={"config_path": path}),
         promote.to_deployment(name="promote", parameters={"config_path": path}),
         rollback.to_deployment(name="rollback", parameters={"config_path": path}),
-        limit=limit,
-    )
+    ]
+    for db in load_config(path).databases:
+        params = {"config_path": path, "db": db.name}
+        out += [
+            backup_flow.to_deployment(
+                name=f"backup-{db.name}", parameters={**params, "reason": "scheduled"}, cron=db.schedule
+            ),
+            drill_flow.to_deployment(name=f"drill-{db.name}", parameters=params, cron=db.drill_schedule),
+            restore_flow.to_deployment(name=f"restore-{db.name}", parameters=params),
+            prune_flow.to_deployment(name=f"prune-{db.name}", parameters=params),
+        ]
+    return out
+
+
+def serve_flows(config_path: str, limit: int = 4) -> None:
+    """Serve every deployment of :func:`deployments`."""
+    serve(*deployments(config_path), limit=limit)

@@ -384,12 +384,163 @@ def trigger(
         _fail(f"release {version} ended {final['state']}: {final['message']}", 1)
 
 
+DbOpt = Annotated[str, typer.Option("--db", help="The database's name in databases[].")]
+BackupOpt = Annotated[str | None, typer.Option("--backup", help="A backup id (default: the newest backup).")]
+
+
+def _known_db(cfg: Config, name: str) -> None:
+    try:
+        cfg.database(name)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+
+
+@app.command()
+def backup(
+    db: DbOpt,
+    config: ConfigOpt = Path("shiplift.yaml"),
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Back up database DB: dump, compress, encrypt, upload, with a manifest beside it."""
+    cfg = _load(config)
+    _known_db(cfg, db)
+    from flows.backup import backup_flow
+
+    result = _run_flow(backup_flow, verbose, config_path=str(config), db=db)
+    _print_result(result, json_out, f"backup {result['id']} of {db}: {result['size_stored']} bytes")
+
+
+@app.command()
+def drill(
+    db: DbOpt,
+    backup_id: BackupOpt = None,
+    config: ConfigOpt = Path("shiplift.yaml"),
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Restore drill: restore the newest (or a named) backup of DB into a scratch database and check it."""
+    cfg = _load(config)
+    _known_db(cfg, db)
+    from flows.backup import drill_flow
+
+    result = _run_flow(drill_flow, verbose, config_path=str(config), db=db, backup_id=backup_id)
+    _print_result(result, json_out, f"drill of {db} passed: backup {result['backup']}")
+
+
+@app.command()
+def backups(db: DbOpt, config: ConfigOpt = Path("shiplift.yaml"), json_out: JsonOpt = False) -> None:
+    """The backups of DB in its store, newest first, with their drill verdicts."""
+    cfg = _load(config)
+    _known_db(cfg, db)
+    from shiplift.backups.pipeline import manifests
+    from shiplift.backups.stores import store_for
+    from shiplift.ledger import ledger_url, open_ledger
+
+    database = cfg.database(db)
+    try:
+        found = manifests(store_for(database.store, database.store_options), db)
+        drills = open_ledger(ledger_url(cfg.root, cfg.ledger.url)).drills(cfg.app, db)
+    except ShipliftError as exc:
+        _fail(str(exc), exc.exit_code)
+    verdicts: dict[str, str] = {}
+    for d in reversed(drills):  # oldest first: the newest verdict wins
+        verdicts[d.backup_id] = "passed" if d.passed else "failed"
+    rows: list[dict[str, Any]] = [
+        {
+            "id": m.id,
+            "started_at": m.started_at,
+            "engine": m.engine,
+            "size_stored": m.size_stored,
+            "sha256": m.sha256,
+            "tables": {name: t["rows"] for name, t in m.tables.items()},
+            "release": m.release,
+            "reason": m.reason,
+            "drill": verdicts.get(m.id),
+        }
+        for m in reversed(found)
+    ]
+    if json_out:
+        out.print_json(json.dumps({"app": cfg.app, "database": db, "store": database.store, "backups": rows}))
+        return
+    table = Table(title=f"{cfg.app} backups of {db} in {database.store}")
+    for col in ("id", "size", "sha256", "rows", "release", "reason", "drill"):
+        table.add_column(col)
+    for r in rows:
+        release = r["release"] or {}
+        table.add_row(
+            str(r["id"]),
+            str(r["size_stored"]),
+            str(r["sha256"])[:12],
+            str(sum(r["tables"].values())),
+            str(release.get("version", "")),
+            str(r["reason"]),
+            str(r["drill"] or ""),
+        )
+    out.print(table)
+
+
+@app.command()
+def restore(
+    db: DbOpt,
+    backup_id: BackupOpt = None,
+    config: ConfigOpt = Path("shiplift.yaml"),
+    author: Annotated[str | None, typer.Option("--author", help="Who asks (default: git user).")] = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Restore a backup over the LIVE database DB, after an approval and a safety backup."""
+    cfg = _load(config)
+    _known_db(cfg, db)
+    from flows.backup import restore_flow
+
+    result = _run_flow(
+        restore_flow,
+        verbose,
+        config_path=str(config),
+        db=db,
+        backup_id=backup_id,
+        author=_author(cfg, author),
+    )
+    _print_result(
+        result, json_out, f"{db} restored from {result['restored']} (before: {result['safety_backup']})"
+    )
+
+
+@app.command()
+def prune(
+    db: DbOpt,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be deleted.")] = False,
+    config: ConfigOpt = Path("shiplift.yaml"),
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Apply DB's retention policy; the newest backup that passed a drill is always kept."""
+    cfg = _load(config)
+    _known_db(cfg, db)
+    from flows.backup import prune_flow
+
+    result = _run_flow(prune_flow, verbose, config_path=str(config), db=db, dry_run=dry_run)
+    if json_out:
+        out.print_json(json.dumps(result))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for backup_id in result["delete"]:
+        out.print(f"{verb} {backup_id}", markup=False)
+    for backup_id, why in result["keep"].items():
+        out.print(f"keep {backup_id} ({', '.join(why)})", markup=False)
+    for backup_id, why in result["failed"].items():
+        err.print(f"could not delete {backup_id}: {why}", markup=False)
+    if result["failed"]:
+        raise typer.Exit(1)
+
+
 @app.command()
 def serve(
     config: ConfigOpt = Path("shiplift.yaml"),
     limit: Annotated[int, typer.Option("--limit", help="At most this many flow runs at once.")] = 4,
 ) -> None:
-    """Serve shiplift's flows (release, promote, rollback) as Prefect deployments."""
+    """Serve shiplift's flows as Prefect deployments, with each database's backup and drill schedules."""
     _load(config)
     from flows.serve import serve_flows
 

@@ -8,6 +8,7 @@ Every error is one line naming the file, the line where it is known, and the key
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -258,18 +259,90 @@ class EnvironmentConfig(_Model):
 
 
 class RetentionConfig(_Model):
-    daily: int = Field(7, ge=0)
-    weekly: int = Field(4, ge=0)
-    monthly: int = Field(6, ge=0)
+    daily: int = Field(7, ge=0, description="Newest backup of each of the last N days with one.")
+    weekly: int = Field(4, ge=0, description="Newest backup of each of the last N ISO weeks with one.")
+    monthly: int = Field(6, ge=0, description="Newest backup of each of the last N months with one.")
+
+
+class CheckConfig(_Model):
+    name: str
+    sql: str = Field(description="A query whose first column of the first row must be true (or non-zero).")
+
+
+class StoreOptions(_Model):
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = Field(None, description="S3 SSE.")
+    kms_key_id: str | None = None
+    object_lock_days: int | None = Field(
+        None, ge=1, description="S3 Object Lock retention (compliance mode)."
+    )
+    part_size_mb: int = Field(16, ge=5, le=512, description="S3 multipart part size.")
+
+
+def _cron(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from cronsim import CronSim, CronSimError
+
+    try:
+        CronSim(value, datetime(2026, 1, 1))
+    except CronSimError as exc:
+        raise ValueError(f"{value!r} is not a cron expression: {exc}") from None
+    return value
 
 
 class DatabaseConfig(_Model):
     name: str
-    url: str
-    store: str
-    schedule: str | None = None
-    drill_schedule: str | None = None
+    url: str = Field(description="SQLAlchemy URL, or env:VAR, or secret:BLOCK (a Prefect Secret block).")
+    store: str = Field(description="file:///path or s3://bucket/prefix.")
+    schedule: str | None = Field(None, description="Cron of the nightly backup.")
+    drill_schedule: str | None = Field(None, description="Cron of the restore drill.")
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    store_options: StoreOptions = Field(default_factory=StoreOptions)
+    key_secret: str | None = Field(
+        None, description="Prefect Secret block with the key (else SHIPLIFT_BACKUP_KEY)."
+    )
+    checks: list[CheckConfig] = Field(default_factory=list, description="SQL checks a drill runs.")
+    backup_before: list[str] | None = Field(
+        None, description="Environments whose promotion takes a backup first (default: the last one)."
+    )
+    max_drill_age_hours: float | None = Field(
+        None, gt=0, description="Refuse those promotions while the last passed drill is older."
+    )
+    approval: ApprovalConfig | None = Field(
+        None, description="Who may approve a real restore (default: the last environment's approvers)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError(f"{value!r} must be lower-case letters, digits and '-', at most 40")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if not (
+            value.startswith("file:///") or re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", value)
+        ):
+            raise ValueError(f"{value!r}: a store is file:///absolute/path or s3://bucket[/prefix]")
+        return value.rstrip("/")
+
+    @field_validator("schedule", "drill_schedule")
+    @classmethod
+    def _schedules(cls, value: str | None) -> str | None:
+        return _cron(value)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value.startswith(("env:", "secret:")):
+            return value
+        if not re.match(r"^(postgresql|postgres|sqlite)(\+\w+)?://", value):
+            raise ValueError(
+                "the url is a postgresql:// or sqlite:/// SQLAlchemy URL, env:VAR or secret:BLOCK"
+            )
+        return value
 
 
 class RetryConfig(_Model):
@@ -319,7 +392,28 @@ class Config(_Model):
                         f"port {port} is already used by environment {ports[(env.host, port)]!r}",
                     )
                 ports[(env.host, port)] = env.name
+        seen: set[str] = set()
+        for i, db in enumerate(self.databases):
+            if db.name in seen:
+                raise _KeyedError(("databases", i, "name"), f"duplicate database {db.name!r}")
+            seen.add(db.name)
+            for j, env_name in enumerate(db.backup_before or []):
+                if env_name not in names:
+                    raise _KeyedError(
+                        ("databases", i, "backup_before", j), f"no environment {env_name!r} in the config"
+                    )
         return self
+
+    def backup_environments(self, db: DatabaseConfig) -> list[str]:
+        """The environments whose promotions take a backup of ``db`` first (default: the last one)."""
+        return list(db.backup_before) if db.backup_before is not None else [self.environments[-1].name]
+
+    def database(self, name: str) -> DatabaseConfig:
+        for db in self.databases:
+            if db.name == name:
+                return db
+        known = ", ".join(d.name for d in self.databases) or "none"
+        raise ConfigError(f"database {name!r} is not in the config (known: {known})")
 
     @property
     def root(self) -> Path:

@@ -14,6 +14,7 @@ Every error is a :class:`ShipliftError`; its message is one line that says what 
     │   └── UnhealthyError     a new version exited or never answered its health path
     ├── RouterError            the traffic router could not be configured or read back
     ├── AnalysisError          a metric provider could not take a measurement
+    ├── BackupError            a backup, drill or restore failed (names the backup and why)
     └── ReleaseError           the release policy refuses (unknown version, nothing to roll back to)
 """
 
@@ -62,6 +63,10 @@ class RouterError(ShipliftError):
 
 class AnalysisError(ShipliftError):
     """A metric provider could not take a measurement (counts as an error, not a failure)."""
+
+
+class BackupError(ShipliftError):
+    """A backup, drill or restore failed; the message never holds a password or key."""
 
 
 class ReleaseError(ShipliftError):

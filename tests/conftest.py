@@ -84,3 +84,20 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     yield server
     server.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """moto's S3 server for the session; boto3 in this process and in shiplift's reaches it."""
+    from tests.support.parts import MotoS3
+
+    server = MotoS3(tmp_path_factory.mktemp("moto")).start()
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    yield server
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()

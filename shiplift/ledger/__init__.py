@@ -23,7 +23,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shiplift.errors import LedgerError
-from shiplift.ledger.tables import ApprovalRow, DeploymentRow, EnvironmentRow, EventRow, ReleaseRow
+from shiplift.ledger.tables import (
+    ApprovalRow,
+    BackupRow,
+    DeploymentRow,
+    DrillRow,
+    EnvironmentRow,
+    EventRow,
+    ReleaseRow,
+)
 from shiplift.model import Phase
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -511,6 +519,72 @@ class Ledger:
                 query = query.where(ApprovalRow.step_index == step_index)
             return [_approval(r) for r in s.scalars(query.order_by(ApprovalRow.id))]
 
+    # backups and drills ---------------------------------------------------------------------
+
+    def record_backup(self, record: BackupRecord) -> BackupRecord:
+        with self._session() as s:
+            row = BackupRow(**{k: getattr(record, k) for k in BackupRecord.__dataclass_fields__})
+            s.merge(row)
+        return record
+
+    def backups(self, app: str, database: str, *, include_deleted: bool = False) -> list[BackupRecord]:
+        """The backups of ``database``, oldest first."""
+        with self._session() as s:
+            query = select(BackupRow).where(BackupRow.app == app, BackupRow.database == database)
+            if not include_deleted:
+                query = query.where(BackupRow.deleted_at.is_(None))
+            return [_backup(r) for r in s.scalars(query.order_by(BackupRow.id))]
+
+    def backup_for_deployment(self, deployment_id: int) -> BackupRecord | None:
+        with self._session() as s:
+            row = s.scalar(select(BackupRow).where(BackupRow.deployment_id == deployment_id))
+            return _backup(row) if row else None
+
+    def mark_backup_deleted(self, backup_id: str) -> None:
+        with self._session() as s:
+            row = s.get(BackupRow, backup_id)
+            if row is not None:
+                row.deleted_at = now()
+
+    def record_drill(
+        self,
+        *,
+        app: str,
+        database: str,
+        backup_id: str,
+        started_at: datetime,
+        passed: bool,
+        reason: str,
+        restore_seconds: float | None,
+        rows: int | None,
+        run_id: str | None,
+    ) -> DrillRecord:
+        with self._session() as s:
+            row = DrillRow(
+                app=app,
+                database=database,
+                backup_id=backup_id,
+                started_at=started_at,
+                finished_at=now(),
+                passed=passed,
+                reason=reason,
+                restore_seconds=restore_seconds,
+                rows=rows,
+                run_id=run_id,
+            )
+            s.add(row)
+            s.flush()
+            return _drill(row)
+
+    def drills(self, app: str, database: str) -> list[DrillRecord]:
+        """The drills of ``database``, newest first."""
+        with self._session() as s:
+            query = select(DrillRow).where(DrillRow.app == app, DrillRow.database == database)
+            return [_drill(r) for r in s.scalars(query.order_by(DrillRow.id.desc()))]
+
+    def last_passed_drill(self, app: str, database: str) -> DrillRecord | None:
+        return next((d for d in self.drills(app, database) if d.passed), None)
+
     def deployment_for_run(self, run_id: str) -> list[Deployment]:
         """Deployments started by the Prefect flow run ``run_id``."""
         with self._session() as s:
@@ -518,6 +592,55 @@ class Ledger:
                 select(DeploymentRow).where(DeploymentRow.run_id == run_id).order_by(DeploymentRow.id)
             )
             return [_deployment(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    id: str
+    app: str
+    database: str
+    store: str
+    object: str
+    engine: str
+    started_at: datetime
+    finished_at: datetime
+    size_stored: int
+    sha256: str
+    key_id: str
+    reason: str
+    release_version: str | None
+    release_digest: str | None
+    deployment_id: int | None
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DrillRecord:
+    id: int
+    app: str
+    database: str
+    backup_id: str
+    started_at: datetime
+    finished_at: datetime
+    passed: bool
+    reason: str
+    restore_seconds: float | None
+    rows: int | None
+    run_id: str | None
+
+
+def _backup(row: BackupRow) -> BackupRecord:
+    values = {k: getattr(row, k) for k in BackupRecord.__dataclass_fields__}
+    for key in ("started_at", "finished_at", "deleted_at"):
+        values[key] = _aware(values[key])
+    return BackupRecord(**values)
+
+
+def _drill(row: DrillRow) -> DrillRecord:
+    values = {k: getattr(row, k) for k in DrillRecord.__dataclass_fields__}
+    for key in ("started_at", "finished_at"):
+        values[key] = _aware(values[key])
+    return DrillRecord(**values)
 
 
 def _approval(row: ApprovalRow) -> ApprovalRecord:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -95,3 +106,44 @@ class ApprovalRow(Base):
     accepted: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BackupRow(Base):
+    """One backup of one database: where it is, its checksum, the release live when it was taken."""
+
+    __tablename__ = "backups"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    app: Mapped[str] = mapped_column(String(64), index=True)
+    database: Mapped[str] = mapped_column(String(64), index=True)
+    store: Mapped[str] = mapped_column(String(512))
+    object: Mapped[str] = mapped_column(String(512))
+    engine: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    size_stored: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    release_version: Mapped[str | None] = mapped_column(String(128))
+    release_digest: Mapped[str | None] = mapped_column(String(80))
+    deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id"), index=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DrillRow(Base):
+    """One restore drill: which backup, the verdict and why, how long the restore took."""
+
+    __tablename__ = "drills"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app: Mapped[str] = mapped_column(String(64), index=True)
+    database: Mapped[str] = mapped_column(String(64), index=True)
+    backup_id: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    restore_seconds: Mapped[float | None] = mapped_column(Float)
+    rows: Mapped[int | None] = mapped_column(Integer)
+    run_id: Mapped[str | None] = mapped_column(String(64))

@@ -239,6 +239,23 @@ class Postgres:
     def url(self, database: str = "postgres", driver: str = "postgresql+psycopg") -> str:
         return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
 
+    def add_user(self, name: str, password: str, database: str) -> str:
+        """A login role that must give its password (scram-sha-256 over TCP), owning a new database.
+
+        Returns its URL, password included. The role may create databases (for drills).
+        """
+        import psycopg
+
+        with psycopg.connect(self.url(driver="postgresql"), autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {name} LOGIN CREATEDB PASSWORD '{password}'")
+            conn.execute(f"CREATE DATABASE {database} OWNER {name}")
+        hba = self.data / "pg_hba.conf"
+        rule = f"host all {name} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(rule + hba.read_text())
+        self._as_postgres(self._bin("pg_ctl"), "-D", str(self.data), "reload")
+        time.sleep(0.5)
+        return f"postgresql://{name}:{password}@127.0.0.1:{self.port}/{database}"
+
     def stop(self) -> None:
         self._as_postgres(self._bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
@@ -329,6 +346,56 @@ class Prometheus:
         )
         wait_http(f"{self.address}/-/ready", timeout)
         return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+            self.proc = None
+
+
+class MotoS3:
+    """moto's S3 server on a free loopback port; the AWS environment variables point boto3 at it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def start(self, timeout: float = 60) -> MotoS3:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=open(self.root / "moto.log", "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_http(f"{self.endpoint}/moto-api/", timeout)
+        return self
+
+    def client(self) -> Any:
+        import boto3
+
+        env = self.env()
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+        )
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -1,0 +1,431 @@
+"""Backups, restore drills, real restores and pruning, as Prefect flows.
+
+- ``backup``: one streaming backup of a database into its store (``shiplift/backups``), its
+  manifest beside it, a row in the ledger and an artifact. Scheduled by ``databases[].schedule``.
+- ``drill``: fetch the newest (or a named) backup, check its size and sha256, decrypt, restore
+  into a scratch database that is dropped afterwards, compare every table's row count and
+  checksum with the manifest, run the config's SQL checks, time the restore. The verdict goes
+  to the ledger and an artifact; a failed drill emits the Prefect event
+  ``shiplift.drill.failed`` and ends the run Failed. Scheduled by ``drill_schedule``.
+- ``restore``: the same fetch and checks, then a restore over the live database — only after
+  an approval (the database's ``approval``, else the last environment's), and only after a
+  safety backup of what the live database holds now.
+- ``prune``: retention (``shiplift/backups/retention.py``); ``dry_run`` lists what would go.
+
+A promotion into an environment of ``backup_before`` (by default the last one) takes a backup
+of every database first and links it to the deployment; with ``max_drill_age_hours`` it is
+refused while the newest passed drill is older (see :func:`check_drill_age`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from flows.common import Context, open_context
+from shiplift.approvals import Outcome
+from shiplift.backups.crypto import BackupKey
+from shiplift.backups.engines import Engine, engine_for
+from shiplift.backups.pipeline import Manifest, backup, compare, fetch, find, manifests
+from shiplift.backups.retention import Item, plan
+from shiplift.backups.secrets import Secrets
+from shiplift.backups.stores import Store, store_for
+from shiplift.config import ApprovalConfig, DatabaseConfig
+from shiplift.errors import BackupError, ReleaseError
+from shiplift.ledger import BackupRecord, Deployment, now
+from shiplift.model import Phase, slug
+from shiplift.progress import announce
+
+
+@dataclass
+class Parts:
+    """What every backup flow opens for one database; ``secrets`` scrubs what leaves."""
+
+    db: DatabaseConfig
+    secrets: Secrets
+    engine: Engine
+    store: Store
+    key: BackupKey
+
+
+def open_parts(ctx: Context, name: str) -> Parts:
+    db = ctx.config.database(name)
+    secrets = Secrets()
+    url = secrets.url(db)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_absolute():
+        url = url.set(database=str(ctx.config.root / url.database))
+    return Parts(
+        db, secrets, engine_for(url, secrets), store_for(db.store, db.store_options), secrets.key(db)
+    )
+
+
+def _scrubbed(parts: Parts, exc: BaseException) -> BackupError:
+    text = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
+    return BackupError(parts.secrets.scrub(" ".join(text.split()))[:400])
+
+
+def live_release(ctx: Context) -> dict[str, Any] | None:
+    """What the last environment (prod) serves now, as the manifest records it."""
+    env = ctx.config.environments[-1].name
+    state = ctx.ledger.environment(ctx.config.app, env)
+    if state is None or not state.version:
+        return None
+    return {"app": ctx.config.app, "environment": env, "version": state.version, "digest": state.digest}
+
+
+@task(name="take-backup", cache_policy=NO_CACHE, retries=0)
+def take_backup_task(parts: Parts, release: dict[str, Any] | None, reason: str) -> Manifest:
+    """Stream one backup into the store and write its manifest.
+
+    Example:
+        >>> take_backup_task(parts, None, "manual")  # doctest: +SKIP
+        Manifest(id='20261127T020000Z-3f2a', ...)
+    """
+    try:
+        return backup(
+            parts.engine, parts.store, parts.key, database=parts.db.name, release=release, reason=reason
+        )
+    except Exception as exc:
+        raise _scrubbed(parts, exc) from None
+
+
+def take_backup(ctx: Context, name: str, reason: str, deployment_id: int | None = None) -> Manifest:
+    """A backup of database ``name``, recorded in the ledger (linked to ``deployment_id``)."""
+    parts = open_parts(ctx, name)
+    announce(f"backup of {name}: {reason}")
+    manifest = take_backup_task(parts, live_release(ctx), reason)
+    release = manifest.release or {}
+    ctx.ledger.record_backup(
+        BackupRecord(
+            id=manifest.id,
+            app=ctx.config.app,
+            database=name,
+            store=parts.store.url,
+            object=manifest.object,
+            engine=manifest.engine,
+            started_at=manifest.started,
+            finished_at=datetime.fromisoformat(manifest.finished_at),
+            size_stored=manifest.size_stored,
+            sha256=manifest.sha256,
+            key_id=manifest.key_id,
+            reason=reason,
+            release_version=release.get("version"),
+            release_digest=release.get("digest"),
+            deployment_id=deployment_id,
+            deleted_at=None,
+        )
+    )
+    rows = sum(int(t["rows"]) for t in manifest.tables.values())
+    create_markdown_artifact(
+        key=f"backup-{slug(ctx.config.app)}-{slug(name)}",
+        markdown=(
+            f"### Backup {manifest.id} of {name}\n\n| | |\n|---|---|\n"
+            f"| engine | {manifest.engine} {manifest.server_version} |\n| reason | {reason} |\n"
+            f"| store | {parts.store.url}/{manifest.object} |\n| sha256 | `{manifest.sha256}` |\n"
+            f"| size | {manifest.size_dump} bytes dumped, {manifest.size_stored} stored |\n"
+            f"| tables | {len(manifest.tables)} ({rows} rows) |\n| key id | {manifest.key_id} |\n"
+            f"| live release | {release.get('version', 'none')} |\n| took | {manifest.seconds:.2f}s |\n"
+        ),
+        description=f"backup of {name}",
+    )
+    announce(f"backup {manifest.id} of {name}: {manifest.size_stored} bytes, sha256 {manifest.sha256[:12]}…")
+    return manifest
+
+
+@flow(name="backup", flow_run_name="backup-{db}", log_prints=True)
+def backup_flow(config_path: str, db: str, reason: str = "manual") -> dict[str, Any]:
+    """Back up database ``db`` into its store."""
+    ctx = open_context(config_path)
+    manifest = take_backup(ctx, db, reason)
+    return _summary(manifest)
+
+
+def _summary(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "id": manifest.id,
+        "database": manifest.database,
+        "sha256": manifest.sha256,
+        "size_stored": manifest.size_stored,
+        "tables": {name: t["rows"] for name, t in manifest.tables.items()},
+        "release": manifest.release,
+    }
+
+
+# drills ------------------------------------------------------------------------------------
+
+
+@task(name="fetch-backup", cache_policy=NO_CACHE, retries=0)
+def fetch_task(parts: Parts, manifest: Manifest, into: Path) -> float:
+    """Download, check size and sha256, decrypt and decompress; return the seconds it took.
+
+    Example:
+        >>> fetch_task(parts, manifest, Path("/tmp/dump"))  # doctest: +SKIP
+        3.2
+    """
+    t0 = time.monotonic()
+    try:
+        fetch(parts.store, manifest, parts.key, into)
+    except Exception as exc:
+        raise _scrubbed(parts, exc) from None
+    return time.monotonic() - t0
+
+
+@task(name="restore-and-verify", cache_policy=NO_CACHE, retries=0)
+def scratch_task(parts: Parts, manifest: Manifest, dump: Path) -> tuple[float, list[str], int]:
+    """Restore into a scratch database, compare with the manifest, run the checks, drop it.
+
+    Returns the restore's seconds, the problems found (none when it passed) and the rows seen.
+
+    Example:
+        >>> scratch_task(parts, manifest, Path("/tmp/dump"))  # doctest: +SKIP
+        (4.1, [], 1000)
+    """
+    t0 = time.monotonic()
+    try:
+        with parts.engine.scratch(dump) as scratch:
+            restored_in = time.monotonic() - t0
+            tables = scratch.tables()
+            problems = compare(manifest, tables)
+            for check in parts.db.checks:
+                try:
+                    if not scratch.check(check.sql):
+                        problems.append(f"check {check.name!r} is false")
+                except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
+                    problems.append(f"check {check.name!r} failed: {type(exc).__name__}")
+    except Exception as exc:
+        raise _scrubbed(parts, exc) from None
+    return restored_in, problems, sum(t.rows for t in tables.values())
+
+
+@flow(name="drill", flow_run_name="drill-{db}", log_prints=True)
+def drill_flow(config_path: str, db: str, backup_id: str | None = None) -> dict[str, Any]:
+    """Prove the newest (or a named) backup of ``db`` restores into a working database."""
+    ctx = open_context(config_path)
+    parts = open_parts(ctx, db)
+    started = now()
+    manifest: Manifest | None = None
+    fetched = restored = None
+    rows: int | None = None
+    try:
+        manifest = find(parts.store, db, backup_id)
+        announce(f"drill of {db}: backup {manifest.id}")
+        with tempfile.TemporaryDirectory(prefix="shiplift-drill-") as tmp:
+            dump = Path(tmp) / "dump"
+            fetched = fetch_task(parts, manifest, dump)
+            restored, problems, rows = scratch_task(parts, manifest, dump)
+        passed = not problems
+        reason = (
+            "; ".join(problems)
+            if problems
+            else (
+                f"restored in {fetched + restored:.2f}s; "
+                f"{len(manifest.tables)} tables, {rows} rows match the manifest"
+                + (f"; {len(parts.db.checks)} checks true" if parts.db.checks else "")
+            )
+        )
+    except BackupError as exc:
+        passed, reason = False, parts.secrets.scrub(str(exc))
+    seconds = (fetched or 0.0) + (restored or 0.0) if restored is not None else None
+    backup_name = manifest.id if manifest else (backup_id or "(none)")
+    record = ctx.ledger.record_drill(
+        app=ctx.config.app,
+        database=db,
+        backup_id=backup_name,
+        started_at=started,
+        passed=passed,
+        reason=reason,
+        restore_seconds=seconds,
+        rows=rows,
+        run_id=ctx.run_id,
+    )
+    create_markdown_artifact(
+        key=f"drill-{slug(ctx.config.app)}-{slug(db)}",
+        markdown=(
+            f"### Restore drill of {db}: {'passed' if passed else 'FAILED'}\n\n| | |\n|---|---|\n"
+            f"| backup | {backup_name} |\n| verdict | {reason} |\n"
+            f"| fetch + verify + decrypt | {'' if fetched is None else f'{fetched:.2f}s'} |\n"
+            f"| restore | {'' if restored is None else f'{restored:.2f}s'} |\n"
+            f"| rows checked | {rows or ''} |\n"
+        ),
+        description=f"restore drill of {db}",
+    )
+    if not passed:
+        emit_event(
+            event="shiplift.drill.failed",
+            resource={"prefect.resource.id": f"shiplift.database.{ctx.config.app}.{db}"},
+            payload={"backup": backup_name, "reason": reason, "drill": record.id},
+        )
+        announce(f"drill of {db} failed: {reason}")
+        raise BackupError(f"drill of {db} failed: {reason}")
+    announce(f"drill of {db} passed: {reason}")
+    return {"database": db, "backup": backup_name, "passed": True, "restore_seconds": seconds, "rows": rows}
+
+
+def check_drill_age(ctx: Context, env_name: str) -> None:
+    """Refuse a promotion into ``env_name`` while a database's newest passed drill is too old."""
+    for db in ctx.config.databases:
+        if db.max_drill_age_hours is None or env_name not in ctx.config.backup_environments(db):
+            continue
+        last = ctx.ledger.last_passed_drill(ctx.config.app, db.name)
+        if last is None:
+            raise ReleaseError(
+                f"{env_name}: promotion refused: database {db.name} has no passed restore drill "
+                f"(max_drill_age_hours: {db.max_drill_age_hours:g}); run shiplift drill --db {db.name}"
+            )
+        age = (now() - last.finished_at).total_seconds() / 3600
+        if age > db.max_drill_age_hours:
+            raise ReleaseError(
+                f"{env_name}: promotion refused: the last passed restore drill of {db.name} "
+                f"is {age:.1f}h old "
+                f"(max_drill_age_hours: {db.max_drill_age_hours:g}); run shiplift drill --db {db.name}"
+            )
+
+
+def backups_before(ctx: Context, env_name: str, dep: Deployment) -> None:
+    """Back up every database whose ``backup_before`` has ``env_name``; link them to ``dep``."""
+    for db in ctx.config.databases:
+        if env_name not in ctx.config.backup_environments(db):
+            continue
+        if ctx.ledger.backup_for_deployment(dep.id) is not None:
+            continue  # a resumed promotion: its backup was taken
+        manifest = take_backup(ctx, db.name, f"before {dep.version} to {env_name}", deployment_id=dep.id)
+        ctx.ledger.advance(dep.id, dep.phase, dep.step_index, f"backup {manifest.id} of {db.name} taken")
+
+
+# restore -----------------------------------------------------------------------------------
+
+
+def restore_policy(ctx: Context, db: DatabaseConfig) -> ApprovalConfig:
+    if db.approval is not None:
+        return db.approval
+    last = ctx.config.environments[-1]
+    if last.approval is not None:
+        return last.approval
+    return ApprovalConfig.model_construct(
+        approvers=[], min_approvals=1, forbid_self_approval=False, timeout_seconds=86400
+    )
+
+
+@flow(name="restore", flow_run_name="restore-{db}", log_prints=True)
+def restore_flow(
+    config_path: str, db: str, backup_id: str | None = None, author: str | None = None
+) -> dict[str, Any]:
+    """Restore a backup over the live database ``db``, behind an approval gate."""
+    from flows.approval import await_decision
+
+    ctx = open_context(config_path)
+    parts = open_parts(ctx, db)
+    manifest = find(parts.store, db, backup_id)
+    label = f"db:{db}"
+    dep = ctx.ledger.start_deployment(
+        app=ctx.config.app,
+        environment=label,
+        version=manifest.id,
+        digest=f"sha256:{manifest.sha256}",
+        kind="restore",
+        strategy="restore",
+        previous_version=None,
+        previous_digest=None,
+        run_id=ctx.run_id,
+    )
+    description = (
+        f"### Restore {db} from backup {manifest.id}\n\nThe **live** database is overwritten with the "
+        f"backup taken {manifest.started_at} ({sum(int(t['rows']) for t in manifest.tables.values())} rows, "
+        f"release {(manifest.release or {}).get('version', 'none')}). A backup of the live database is "
+        "taken first. Set **approved** and your name in **approver**."
+    )
+    verdict, why = await_decision(
+        ctx,
+        label,
+        dep,
+        policy=restore_policy(ctx, parts.db),
+        step=0,
+        description=description,
+        author=author,
+        waiting=Phase.AWAITING_APPROVAL,
+    )
+    if verdict is not Outcome.APPROVED:
+        ctx.ledger.finish(dep.id, Phase.REJECTED, why)
+        raise ReleaseError(f"restore of {db} from {manifest.id} {why}")
+    ctx.ledger.advance(dep.id, Phase.PROGRESSING, 1, why)
+    safety = take_backup(ctx, db, f"before restore of {manifest.id}", deployment_id=dep.id)
+    ctx.ledger.advance(dep.id, Phase.PROGRESSING, 2, f"safety backup {safety.id} taken")
+    try:
+        with tempfile.TemporaryDirectory(prefix="shiplift-restore-") as tmp:
+            dump = Path(tmp) / "dump"
+            fetch_task(parts, manifest, dump)
+            restore_live_task(parts, dump)
+    except BackupError as exc:
+        ctx.ledger.finish(dep.id, Phase.FAILED, str(exc))
+        raise
+    ctx.ledger.finish(dep.id, Phase.SUCCEEDED, f"restored from {manifest.id}; safety backup {safety.id}")
+    announce(f"{db} restored from {manifest.id} ({why}); the state before is backup {safety.id}")
+    return {"database": db, "restored": manifest.id, "safety_backup": safety.id}
+
+
+@task(name="restore-live", cache_policy=NO_CACHE, retries=0)
+def restore_live_task(parts: Parts, dump: Path) -> None:
+    """Restore ``dump`` over the live database.
+
+    Example:
+        >>> restore_live_task(parts, Path("/tmp/dump"))  # doctest: +SKIP
+    """
+    try:
+        parts.engine.restore_live(dump)
+    except Exception as exc:
+        raise _scrubbed(parts, exc) from None
+
+
+# prune -------------------------------------------------------------------------------------
+
+
+@flow(name="prune", flow_run_name="prune-{db}", log_prints=True)
+def prune_flow(config_path: str, db: str, dry_run: bool = False) -> dict[str, Any]:
+    """Apply ``databases[].retention`` to the backups of ``db``; ``dry_run`` only lists."""
+    ctx = open_context(config_path)
+    config = ctx.config.database(db)
+    store = store_for(config.store, config.store_options)
+    found = manifests(store, db)
+    drilled = ctx.ledger.last_passed_drill(ctx.config.app, db)
+    result = plan(
+        [Item(m.id, m.started) for m in found], config.retention, drilled.backup_id if drilled else None
+    )
+    by_id = {m.id: m for m in found}
+    deleted, failed = [], {}
+    if not dry_run:
+        for backup_id in result.delete:
+            manifest = by_id[backup_id]
+            try:
+                store.delete(manifest.object)
+                store.delete(manifest.key)
+            except BackupError as exc:  # e.g. still under Object Lock
+                failed[backup_id] = str(exc)
+                continue
+            ctx.ledger.mark_backup_deleted(backup_id)
+            deleted.append(backup_id)
+    log = get_run_logger()
+    log.info(
+        "%s: keep %d, %s %d",
+        db,
+        len(result.keep),
+        "would delete" if dry_run else "deleted",
+        len(result.delete),
+    )
+    return {
+        "database": db,
+        "dry_run": dry_run,
+        "keep": result.keep,
+        "delete": result.delete,
+        "deleted": deleted,
+        "failed": failed,
+        "at": datetime.now(UTC).isoformat(),
+    }

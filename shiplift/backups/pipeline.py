@@ -1,0 +1,238 @@
+"""The streaming backup pipeline, its manifest, and the drill's fetch-verify-restore.
+
+Backup: ``dump → zstd → encrypt (AES-256-GCM, chunked) → sha256 → upload``, one chunk at a
+time, so memory stays bounded whatever the database's size. Beside the object goes its
+manifest (``<db>/<id>.manifest.json``): engine and server version, start and end, sizes, the
+object's sha256, per-table row counts and checksums, the key id, and the release live in prod
+at the time. Neither holds a password or the key.
+
+Fetch (drills and restores): ``download → sha256 → decrypt → zstd → file``. The object's size
+and sha256 are checked against the manifest before anything is restored, so a flipped byte is
+named as a checksum mismatch and a cut object as truncated; a wrong key is named by its id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets as random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from shiplift.backups.crypto import BackupKey, Decryptor, Encryptor
+from shiplift.backups.engines import Engine, TableSum
+from shiplift.backups.stores import Store
+from shiplift.errors import BackupError
+
+FORMAT = 1
+ZSTD_LEVEL = 3
+
+
+@dataclass
+class Manifest:
+    id: str
+    database: str
+    engine: str
+    server_version: str
+    tool: str
+    started_at: str
+    finished_at: str
+    object: str
+    size_dump: int
+    size_compressed: int
+    size_stored: int
+    sha256: str
+    key_id: str
+    tables: dict[str, dict[str, Any]]
+    release: dict[str, Any] | None = None
+    reason: str = "manual"
+    compression: str = f"zstd-{ZSTD_LEVEL}"
+    encryption: str = "aes-256-gcm, 1 MiB chunks"
+    format: int = FORMAT
+    seconds: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return manifest_key(self.database, self.id)
+
+    @property
+    def started(self) -> datetime:
+        return datetime.fromisoformat(self.started_at)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        raw = json.loads(data)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def manifest_key(database: str, backup_id: str) -> str:
+    return f"{database}/{backup_id}.manifest.json"
+
+
+def new_id(at: datetime) -> str:
+    return f"{at:%Y%m%dT%H%M%SZ}-{random.token_hex(2)}"
+
+
+@dataclass
+class _Counter:
+    dump: int = 0
+    compressed: int = 0
+    stored: int = 0
+    sha: Any = field(default_factory=hashlib.sha256)
+
+
+def backup(
+    engine: Engine,
+    store: Store,
+    key: BackupKey,
+    *,
+    database: str,
+    release: dict[str, Any] | None,
+    reason: str,
+    at: datetime | None = None,
+) -> Manifest:
+    """Take one backup of ``engine``'s database into ``store``; write and return its manifest."""
+    started = at or datetime.now(UTC)
+    t0 = time.monotonic()
+    backup_id = new_id(started)
+    object_key = f"{database}/{backup_id}.dump.zst.aes"
+    counts = _Counter()
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+    encryptor = Encryptor(key)
+    writer = store.writer(object_key)
+
+    def put(sealed: bytes) -> None:
+        if sealed:
+            counts.stored += len(sealed)
+            counts.sha.update(sealed)
+            writer.write(sealed)
+
+    def sink(chunk: bytes) -> None:
+        counts.dump += len(chunk)
+        packed = compressor.compress(chunk)
+        if packed:
+            counts.compressed += len(packed)
+            put(encryptor.update(packed))
+
+    try:
+        info = engine.dump(sink)
+        tail = compressor.flush()
+        counts.compressed += len(tail)
+        put(encryptor.update(tail))
+        put(encryptor.finish())
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    manifest = Manifest(
+        id=backup_id,
+        database=database,
+        engine=info.engine,
+        server_version=info.server_version,
+        tool=info.tool,
+        started_at=started.isoformat(),
+        finished_at=datetime.now(UTC).isoformat(),
+        object=object_key,
+        size_dump=counts.dump,
+        size_compressed=counts.compressed,
+        size_stored=counts.stored,
+        sha256=counts.sha.hexdigest(),
+        key_id=key.key_id,
+        tables={name: {"rows": t.rows, "checksum": t.checksum} for name, t in info.tables.items()},
+        release=release,
+        reason=reason,
+        seconds=round(time.monotonic() - t0, 3),
+    )
+    store.put_bytes(manifest.key, manifest.to_json())
+    return manifest
+
+
+def manifests(store: Store, database: str) -> list[Manifest]:
+    """Every backup of ``database`` in ``store``, oldest first."""
+    out = []
+    for key in store.list(f"{database}/"):
+        if key.endswith(".manifest.json"):
+            out.append(Manifest.from_json(store.get_bytes(key)))
+    return sorted(out, key=lambda m: m.id)
+
+
+def find(store: Store, database: str, backup_id: str | None) -> Manifest:
+    """The named backup, or the newest one."""
+    if backup_id:
+        try:
+            return Manifest.from_json(store.get_bytes(manifest_key(database, backup_id)))
+        except BackupError:
+            raise BackupError(f"no backup {backup_id} of {database} in {store.url}") from None
+    found = manifests(store, database)
+    if not found:
+        raise BackupError(f"no backup of {database} in {store.url} yet: run shiplift backup --db {database}")
+    return found[-1]
+
+
+def fetch(store: Store, manifest: Manifest, key: BackupKey, into: Path) -> None:
+    """Download, verify, decrypt and decompress the backup of ``manifest`` into the file ``into``."""
+    if manifest.key_id != key.key_id:
+        raise BackupError(
+            f"wrong key: backup {manifest.id} was encrypted with key id {manifest.key_id}, "
+            f"the key given has id {key.key_id}"
+        )
+    sha = hashlib.sha256()
+    size = 0
+    decryptor = Decryptor(key)
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    problem: BackupError | None = None
+    chunks: Iterator[bytes] = store.reader(manifest.object)
+    with open(into, "wb") as out:
+        for chunk in chunks:
+            size += len(chunk)
+            sha.update(chunk)
+            if problem is not None:
+                continue  # keep hashing: a checksum mismatch explains a decryption failure
+            try:
+                plain = decryptor.update(chunk)
+                if plain:
+                    out.write(decompressor.decompress(plain))
+            except BackupError as exc:
+                problem = exc
+            except zstandard.ZstdError as exc:
+                problem = BackupError(f"corrupted backup: zstd: {exc}")
+    if size < manifest.size_stored:
+        raise BackupError(
+            f"truncated backup {manifest.id}: the store has {size} of {manifest.size_stored} bytes"
+        )
+    if sha.hexdigest() != manifest.sha256:
+        raise BackupError(
+            f"checksum mismatch in backup {manifest.id}: sha256 {sha.hexdigest()[:16]}… "
+            f"≠ manifest {manifest.sha256[:16]}…"
+        )
+    if problem is not None:
+        raise problem
+    decryptor.finish()
+    if not decompressor.eof:
+        raise BackupError(f"truncated backup {manifest.id}: the compressed stream does not end")
+
+
+def compare(manifest: Manifest, restored: dict[str, TableSum]) -> list[str]:
+    """What differs between the manifest's tables and the restored ones (empty when equal)."""
+    problems = []
+    for name, want in sorted(manifest.tables.items()):
+        got = restored.get(name)
+        if got is None:
+            problems.append(f"table {name} is missing")
+        elif got.rows != want["rows"]:
+            problems.append(f"table {name}: {got.rows} rows, the manifest has {want['rows']}")
+        elif got.checksum != want["checksum"]:
+            problems.append(f"table {name}: content checksum differs")
+    for name in sorted(set(restored) - set(manifest.tables)):
+        problems.append(f"table {name} is not in the manifest")
+    return problems

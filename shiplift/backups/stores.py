@@ -1,0 +1,266 @@
+"""Where backups live: a local directory (``file:///path``) or S3 (``s3://bucket/prefix``).
+
+A store writes an object as a stream (:meth:`Store.writer`), reads it as a stream, and keeps
+small objects (manifests) whole. Memory is bounded by one part.
+
+S3 goes through boto3 with credentials and endpoint from the usual AWS environment variables
+and profiles (``AWS_ENDPOINT_URL_S3`` included), never from the config. An upload is a
+multipart upload whose every part carries its SHA-256, which S3 verifies on receipt;
+server-side encryption and Object Lock retention (compliance mode) are set per object from
+``store_options``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from shiplift.config import StoreOptions
+from shiplift.errors import BackupError
+
+READ_CHUNK = 1 << 20
+
+
+class ObjectWriter(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None:
+        """Make the object visible; after this it exists whole or not at all."""
+
+    def abort(self) -> None:
+        """Drop what was written."""
+
+
+class Store(Protocol):
+    url: str
+
+    def writer(self, key: str) -> ObjectWriter: ...
+
+    def reader(self, key: str) -> Iterator[bytes]: ...
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys under ``prefix``, sorted."""
+
+    def delete(self, key: str) -> None: ...
+
+
+def store_for(url: str, options: StoreOptions | None = None) -> Store:
+    if url.startswith("file://"):
+        return LocalStore(url)
+    if url.startswith("s3://"):
+        return S3Store(url, options or StoreOptions())
+    raise BackupError(f"store {url!r}: use file:///path or s3://bucket/prefix")
+
+
+class _FileWriter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.partial = path.with_name(path.name + ".partial")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.partial, "wb")  # noqa: SIM115 - closed in close()/abort()
+
+    def write(self, data: bytes) -> None:
+        self.fh.write(data)
+
+    def close(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        self.fh.close()
+        self.partial.unlink(missing_ok=True)
+
+
+class LocalStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.root = Path(urlsplit(url).path)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def writer(self, key: str) -> ObjectWriter:
+        return _FileWriter(self._path(key))
+
+    def reader(self, key: str) -> Iterator[bytes]:
+        try:
+            fh = open(self._path(key), "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise BackupError(f"{self.url}/{key} does not exist") from None
+        with fh:
+            while chunk := fh.read(READ_CHUNK):
+                yield chunk
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        writer = self.writer(key)
+        writer.write(data)
+        writer.close()
+
+    def get_bytes(self, key: str) -> bytes:
+        return b"".join(self.reader(key))
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.endswith(".partial")
+        )
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+def _b64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+class _S3Writer:
+    def __init__(self, store: S3Store, key: str) -> None:
+        self.store, self.key = store, key
+        self.buf = bytearray()
+        self.parts: list[dict[str, Any]] = []
+        extra = store.put_options()
+        self.upload_id: str = store.client.create_multipart_upload(
+            Bucket=store.bucket, Key=key, ChecksumAlgorithm="SHA256", **extra
+        )["UploadId"]
+
+    def write(self, data: bytes) -> None:
+        self.buf += data
+        while len(self.buf) >= self.store.part_size:
+            self._part(bytes(self.buf[: self.store.part_size]))
+            del self.buf[: self.store.part_size]
+
+    def _part(self, data: bytes) -> None:
+        number = len(self.parts) + 1
+        digest = _b64_sha256(data)
+        answer = self.store.client.upload_part(
+            Bucket=self.store.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=data,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=digest,
+        )
+        if answer.get("ChecksumSHA256") not in (None, digest):
+            raise BackupError(f"S3 stored part {number} of {self.key} with another SHA-256")
+        self.parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": digest})
+
+    def close(self) -> None:
+        if self.buf or not self.parts:
+            self._part(bytes(self.buf))
+            self.buf.clear()
+        self.store.client.complete_multipart_upload(
+            Bucket=self.store.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts},  # type: ignore[typeddict-item]
+        )
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):  # the upload may already be gone
+            self.store.client.abort_multipart_upload(
+                Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id
+            )
+
+
+class S3Store:
+    def __init__(self, url: str, options: StoreOptions) -> None:
+        import boto3
+
+        self.url = url
+        parts = urlsplit(url)
+        self.bucket = parts.netloc
+        self.prefix = parts.path.strip("/")
+        self.options = options
+        self.part_size = options.part_size_mb << 20
+        self.client = boto3.client("s3")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put_options(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.options.server_side_encryption:
+            extra["ServerSideEncryption"] = self.options.server_side_encryption
+            if self.options.kms_key_id:
+                extra["SSEKMSKeyId"] = self.options.kms_key_id
+        if self.options.object_lock_days:
+            extra["ObjectLockMode"] = "COMPLIANCE"
+            extra["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(
+                days=self.options.object_lock_days
+            )
+        return extra
+
+    def writer(self, key: str) -> ObjectWriter:
+        try:
+            return _S3Writer(self, self._key(key))
+        except Exception as exc:  # noqa: BLE001 - botocore's errors, in one line
+            raise BackupError(f"cannot write to {self.url}: {_explain(exc)}") from None
+
+    def reader(self, key: str) -> Iterator[bytes]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except Exception as exc:  # noqa: BLE001
+            raise BackupError(f"cannot read {self.url}/{key}: {_explain(exc)}") from None
+        yield from body.iter_chunks(READ_CHUNK)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=_b64_sha256(data),
+                **self.put_options(),
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise BackupError(f"cannot write to {self.url}: {_explain(exc)}") from None
+
+    def get_bytes(self, key: str) -> bytes:
+        return b"".join(self.reader(key))
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        start = self._key(prefix)
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=start
+            ):
+                for item in page.get("Contents", []):
+                    key = item["Key"]
+                    keys.append(key[len(self.prefix) + 1 :] if self.prefix else key)
+        except Exception as exc:  # noqa: BLE001
+            raise BackupError(f"cannot list {self.url}: {_explain(exc)}") from None
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:  # noqa: BLE001
+            raise BackupError(f"cannot delete {self.url}/{key}: {_explain(exc)}") from None
+
+
+def _explain(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        error = response["Error"]
+        return f"{error.get('Code', '?')}: {error.get('Message', '')}"[:200]
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"

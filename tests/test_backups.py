@@ -1,0 +1,267 @@
+"""Backups and restore drills on a real PostgreSQL server and S3 through moto's server (issue 5).
+
+The database's owner logs in with a password (scram-sha-256): the password travels through
+shiplift the way it would in production, so the tests can search for it everywhere it must
+not be.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from shiplift.ledger import open_ledger
+from tests.support.parts import MotoS3, Postgres, Project, Registry, make_project, remove_app
+
+pytestmark = pytest.mark.real
+KEY = "k" * 12 + "-backup-key-for-tests-0123456789"
+PASSWORD = "Pw-" + uuid.uuid4().hex[:20]
+
+
+@pytest.fixture()
+def shop(postgres: Postgres) -> str:
+    """A PostgreSQL database ``shop_<n>`` owned by a role that needs its password; its URL."""
+    name = f"shop_{uuid.uuid4().hex[:8]}"
+    url = postgres.add_user(f"u_{name}", PASSWORD, name)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE orders (id serial PRIMARY KEY, item text NOT NULL, price numeric(10,2), "
+            "at timestamptz DEFAULT '2026-01-01', note text, tags jsonb)"
+        )
+        conn.execute(
+            "INSERT INTO orders (item, price, note, tags) SELECT 'item ' || g, g * 1.25, "
+            "CASE WHEN g % 3 = 0 THEN NULL ELSE 'ünïcode ✓ ' || g END, jsonb_build_object('g', g) "
+            "FROM generate_series(1, 5000) g"
+        )
+        conn.execute("CREATE TABLE customers (id int PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 300) g")
+        conn.execute("CREATE SCHEMA audit")
+        conn.execute("CREATE TABLE audit.log (line text)")
+    return url
+
+
+@pytest.fixture()
+def bucket(s3: MotoS3) -> str:
+    name = f"backups-{uuid.uuid4().hex[:8]}"
+    s3.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture()
+def key_env() -> Iterator[None]:
+    saved = os.environ.get("SHIPLIFT_BACKUP_KEY")
+    os.environ["SHIPLIFT_BACKUP_KEY"] = KEY
+    yield
+    if saved is None:
+        os.environ.pop("SHIPLIFT_BACKUP_KEY", None)
+    else:
+        os.environ["SHIPLIFT_BACKUP_KEY"] = saved
+
+
+@pytest.fixture()
+def dbproject(tmp_path: Path, registry: Registry, prefect_api: str, key_env: None) -> Iterator[Project]:
+    app = f"b{uuid.uuid4().hex[:8]}"
+    project = make_project(tmp_path, app, registry.address, envs=("prod",))
+    yield project
+    remove_app(app)
+
+
+def with_database(project: Project, **db: Any) -> None:
+    doc = project.config()
+    doc["databases"] = [{"name": "main", **db}]
+    project.write_config(doc)
+
+
+def run_json(project: Project, *args: str) -> dict[str, Any]:
+    out = project.shiplift(*args, "--json", check=True)
+    return dict(json.loads(out.stdout))
+
+
+def test_postgres_backup_to_s3_and_drill_pass(dbproject: Project, shop: str, bucket: str, s3: MotoS3) -> None:
+    """Acceptance a (PostgreSQL): backup to S3 (checksummed, encrypted at rest), drill passes."""
+    with_database(
+        dbproject,
+        url=shop,
+        store=f"s3://{bucket}/shop",
+        store_options={"server_side_encryption": "AES256"},
+        checks=[{"name": "all orders", "sql": "SELECT count(*) = 5000 FROM orders"}],
+    )
+    made = run_json(dbproject, "backup", "--db", "main")
+    assert made["tables"] == {"public.orders": 5000, "public.customers": 300, "audit.log": 0}
+
+    client = s3.client()
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == [f"shop/main/{made['id']}.dump.zst.aes", f"shop/main/{made['id']}.manifest.json"]
+    head = client.head_object(Bucket=bucket, Key=keys[0], ChecksumMode="ENABLED")
+    stored = client.get_object(Bucket=bucket, Key=keys[0])["Body"].read()
+    # the part went up with its SHA-256 (S3 checks it on receipt; moto 5 only keeps it): the
+    # checksum kept for the object is that of these bytes, whole or as a one-part composite
+    digest = hashlib.sha256(stored).digest()
+    composite = base64.b64encode(hashlib.sha256(digest).digest()).decode()
+    assert head["ChecksumSHA256"] in (base64.b64encode(digest).decode(), composite, composite + "-1")
+    assert head["ServerSideEncryption"] == "AES256"
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=keys[1])["Body"].read())
+    assert manifest["engine"] == "postgresql" and manifest["server_version"].startswith("15")
+    assert manifest["sha256"] == made["sha256"] and manifest["size_stored"] == head["ContentLength"]
+    assert manifest["tables"]["public.orders"]["rows"] == 5000 and manifest["key_id"]
+    for field in ("started_at", "finished_at", "size_dump", "size_compressed", "release", "tool"):
+        assert field in manifest
+    assert b"customer 1" not in stored and hashlib.sha256(stored).hexdigest() == made["sha256"], "encrypted"
+
+    drill = run_json(dbproject, "drill", "--db", "main")
+    assert drill["passed"] and drill["backup"] == made["id"] and drill["rows"] == 5300
+    assert drill["restore_seconds"] > 0
+    ledger = open_ledger(dbproject.ledger_url())
+    [record] = ledger.drills(dbproject.app, "main")
+    assert record.passed and "3 tables, 5300 rows match the manifest; 1 checks true" in record.reason
+    with psycopg.connect(shop) as conn:  # the scratch database is gone
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
+    assert not [n for n in names if n.startswith("shiplift_drill_")]
+
+    listed = run_json(dbproject, "backups", "--db", "main")["backups"]
+    assert [(b["id"], b["drill"]) for b in listed] == [(made["id"], "passed")]
+
+
+def test_sqlite_backup_while_the_app_writes_then_drill(dbproject: Project, tmp_path: Path) -> None:
+    """Acceptance a (SQLite): a backup taken during writes is consistent; the drill's counts match."""
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.executemany("INSERT INTO events (body) VALUES (?)", [(f"event {i}" * 20,) for i in range(20000)])
+    conn.commit()
+    conn.close()
+    with_database(dbproject, url=f"sqlite:///{path}", store=f"file://{tmp_path / 'store'}")
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:
+        app_conn = sqlite3.connect(path, timeout=30)
+        while not stop.is_set():
+            app_conn.execute("INSERT INTO events (body) VALUES ('written during the backup')")
+            app_conn.commit()
+            written[0] += 1
+        app_conn.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        made = run_json(dbproject, "backup", "--db", "main")
+    finally:
+        stop.set()
+        thread.join()
+    assert written[0] > 10, "the app kept writing during the backup"
+    rows = made["tables"]["events"]
+    assert 20000 < rows < 20000 + written[0], "a snapshot taken while writes went on"
+    drill = run_json(dbproject, "drill", "--db", "main")
+    assert drill["passed"] and drill["rows"] == rows
+
+
+def _flip_byte(s3: MotoS3, bucket: str, key: str, at: int) -> None:
+    client = s3.client()
+    body = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[at] ^= 0x01
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(body))
+
+
+def test_a_corrupted_or_foreign_backup_fails_its_drill(
+    dbproject: Project, shop: str, bucket: str, s3: MotoS3
+) -> None:
+    """Acceptance b: a flipped byte, a wrong key and a truncated object each fail the drill."""
+    with_database(dbproject, url=shop, store=f"s3://{bucket}/shop")
+    made = run_json(dbproject, "backup", "--db", "main")
+    key = f"shop/main/{made['id']}.dump.zst.aes"
+    client = s3.client()
+    original = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    _flip_byte(s3, bucket, key, len(original) // 2)
+    flipped = dbproject.shiplift("drill", "--db", "main")
+    assert flipped.returncode == 1
+    assert f"drill of main failed: checksum mismatch in backup {made['id']}" in flipped.stderr, flipped.stderr
+
+    client.put_object(Bucket=bucket, Key=key, Body=original)
+    os.environ["SHIPLIFT_BACKUP_KEY"] = "another key, long enough to be accepted 0123456789"
+    try:
+        foreign = dbproject.shiplift("drill", "--db", "main")
+    finally:
+        os.environ["SHIPLIFT_BACKUP_KEY"] = KEY
+    assert foreign.returncode == 1 and "wrong key: backup" in foreign.stderr, foreign.stderr
+
+    client.put_object(Bucket=bucket, Key=key, Body=original[: len(original) - 100])
+    cut = dbproject.shiplift("drill", "--db", "main")
+    assert cut.returncode == 1 and "truncated backup" in cut.stderr, cut.stderr
+
+    client.put_object(Bucket=bucket, Key=key, Body=original)
+    assert run_json(dbproject, "drill", "--db", "main")["passed"], "the intact backup still passes"
+
+    ledger = open_ledger(dbproject.ledger_url())
+    verdicts = [d.passed for d in reversed(ledger.drills(dbproject.app, "main"))]
+    assert verdicts == [False, False, False, True]
+    # each failed drill ended its run Failed and emitted a Prefect event
+    api = os.environ["PREFECT_API_URL"]
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"name": {"like_": "drill-main"}}}).json()
+    failed_ids = {r["id"] for r in runs if r["state_type"] == "FAILED"}
+    failed_runs = {d.run_id for d in ledger.drills(dbproject.app, "main") if not d.passed}
+    assert failed_runs and failed_runs <= failed_ids
+    events = httpx.post(
+        f"{api}/events/filter",
+        json={
+            "filter": {
+                "event": {"name": ["shiplift.drill.failed"]},
+                "any_resource": {"id_prefix": [f"shiplift.database.{dbproject.app}."]},
+            },
+            "limit": 50,
+        },
+    ).json()["events"]
+    assert len(events) == 3 and {e["payload"]["backup"] for e in events} == {made["id"]}
+
+
+def test_no_secret_reaches_logs_artifacts_manifests_or_the_ledger(
+    dbproject: Project, shop: str, bucket: str, s3: MotoS3
+) -> None:
+    """Acceptance d: the database password and the key are nowhere they must not be."""
+    with_database(dbproject, url=shop, store=f"s3://{bucket}/shop")
+    outputs = []
+    outputs.append(dbproject.shiplift("backup", "--db", "main", "-v"))
+    outputs.append(dbproject.shiplift("drill", "--db", "main", "-v"))
+    # a failing backup: the server refuses a wrong password (its error names the user, not the secret)
+    with_database(dbproject, url=shop.replace(PASSWORD, PASSWORD + "x"), store=f"s3://{bucket}/shop")
+    refused = dbproject.shiplift("backup", "--db", "main", "-v")
+    assert refused.returncode == 1 and "password authentication failed" in refused.stderr
+    outputs.append(refused)
+    secrets = [PASSWORD, KEY]
+
+    texts = [o.stdout + o.stderr for o in outputs]
+    api = os.environ["PREFECT_API_URL"]
+    texts += [
+        json.dumps(httpx.post(f"{api}/logs/filter", json={"limit": 200, "offset": n}).json())
+        for n in range(0, 2000, 200)
+    ]
+    texts.append(json.dumps(httpx.post(f"{api}/artifacts/filter", json={"limit": 200}).json()))
+    texts.append(json.dumps(httpx.post(f"{api}/flow_runs/filter", json={"limit": 200}).json()))
+    texts.append(json.dumps(httpx.post(f"{api}/events/filter", json={"limit": 50}).json()))
+    client = s3.client()
+    for item in client.list_objects_v2(Bucket=bucket)["Contents"]:
+        texts.append(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode("latin-1"))
+    engine = create_engine(dbproject.ledger_url())
+    with engine.connect() as conn:
+        for table in inspect(engine).get_table_names():
+            texts.append(repr(conn.execute(text(f"SELECT * FROM {table}")).fetchall()))  # noqa: S608
+    assert len(texts) > 15
+    for secret in secrets:
+        leaks = [t[max(0, t.find(secret) - 80) : t.find(secret) + 80] for t in texts if secret in t]
+        assert not leaks, f"a secret leaked: {leaks[:2]}"
+    assert any("backup" in t for t in texts[3:]), "the searched logs do hold shiplift's lines"
