@@ -281,11 +281,18 @@ def check_drill_age(ctx: Context, env_name: str) -> None:
                 f"{env_name}: promotion refused: database {db.name} has no passed restore drill "
                 f"(max_drill_age_hours: {db.max_drill_age_hours:g}); run shiplift drill --db {db.name}"
             )
-        age = (now() - last.finished_at).total_seconds() / 3600
-        if age > db.max_drill_age_hours:
+        seconds = (now() - last.finished_at).total_seconds()
+        if seconds > db.max_drill_age_hours * 3600:
+            age = (
+                f"{seconds:.0f}s"
+                if seconds < 120
+                else f"{seconds / 60:.0f}min"
+                if seconds < 7200
+                else f"{seconds / 3600:.1f}h"
+            )
             raise ReleaseError(
                 f"{env_name}: promotion refused: the last passed restore drill of {db.name} "
-                f"is {age:.1f}h old "
+                f"is {age} old "
                 f"(max_drill_age_hours: {db.max_drill_age_hours:g}); run shiplift drill --db {db.name}"
             )
 

@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,3 +266,200 @@ def test_no_secret_reaches_logs_artifacts_manifests_or_the_ledger(
         leaks = [t[max(0, t.find(secret) - 80) : t.find(secret) + 80] for t in texts if secret in t]
         assert not leaks, f"a secret leaked: {leaks[:2]}"
     assert any("backup" in t for t in texts[3:]), "the searched logs do hold shiplift's lines"
+
+
+def _sqlite_app(tmp_path: Path, rows: int = 500) -> Path:
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {i}",) for i in range(rows)])
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _count(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT count(*) FROM notes").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_prune_lists_then_deletes_what_the_policy_says(dbproject: Project, tmp_path: Path) -> None:
+    """Acceptance c on a real store: 40 daily backups, --dry-run deletes nothing, prune deletes the rest."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy.engine import make_url
+
+    from shiplift.backups.crypto import derive_key
+    from shiplift.backups.engines import SQLiteEngine
+    from shiplift.backups.pipeline import backup
+    from shiplift.backups.stores import LocalStore
+
+    path = _sqlite_app(tmp_path, rows=10)
+    store_dir = tmp_path / "store"
+    with_database(
+        dbproject,
+        url=f"sqlite:///{path}",
+        store=f"file://{store_dir}",
+        retention={"daily": 3, "weekly": 2, "monthly": 1},
+    )
+    engine, store, key = (
+        SQLiteEngine(make_url(f"sqlite:///{path}")),
+        LocalStore(f"file://{store_dir}"),
+        derive_key(KEY),
+    )
+    first = datetime(2026, 10, 1, 2, tzinfo=UTC)  # Thursday
+    made = [
+        backup(
+            engine,
+            store,
+            key,
+            database="main",
+            release=None,
+            reason="simulated",
+            at=first + timedelta(days=n),
+        )
+        for n in range(40)  # Oct 1 .. Nov 9 (a Monday)
+    ]
+    ids = {m.started.strftime("%m%d"): m.id for m in made}
+    (dbproject.dir / ".shiplift").mkdir(exist_ok=True)
+    ledger = open_ledger(dbproject.ledger_url())
+    ledger.record_drill(
+        app=dbproject.app,
+        database="main",
+        backup_id=ids["1005"],
+        started_at=first,
+        passed=True,
+        reason="simulated drill",
+        restore_seconds=1.0,
+        rows=10,
+        run_id=None,
+    )
+    # daily: Nov 9, 8, 7; weekly: W46 (Nov 9), W45 (Sun Nov 8); monthly: Nov (Nov 9); drill: Oct 5
+    kept = {ids[d] for d in ("1109", "1108", "1107", "1005")}
+    dry = run_json(dbproject, "prune", "--db", "main", "--dry-run")
+    assert set(dry["keep"]) == kept and len(dry["delete"]) == 36 and not dry["deleted"]
+    assert len(store.list("main/")) == 80, "--dry-run deletes nothing"
+    assert dry["keep"][ids["1005"]] == ["newest passed drill"]
+    done = run_json(dbproject, "prune", "--db", "main")
+    assert sorted(done["deleted"]) == sorted(dry["delete"])
+    assert {k.split("/")[1].split(".")[0] for k in store.list("main/")} == kept
+
+
+def test_prod_promotion_takes_a_linked_backup_and_the_drill_age_gate_refuses(
+    dbproject: Project, tmp_path: Path
+) -> None:
+    """Acceptance e: the pre-release backup is linked to the promotion; a stale drill refuses prod."""
+    path = _sqlite_app(tmp_path)
+    with_database(dbproject, url=f"sqlite:///{path}", store=f"file://{tmp_path / 'store'}")
+    dbproject.shiplift("release", "--version", "v1", "--auto-approve", check=True)
+    dbproject.shiplift("release", "--version", "v2", "--auto-approve", check=True)
+    ledger = open_ledger(dbproject.ledger_url())
+    [v2, v1] = ledger.history(dbproject.app, "prod")[:2]
+    first, second = ledger.backup_for_deployment(v1.id), ledger.backup_for_deployment(v2.id)
+    assert first is not None and first.reason == "before v1 to prod" and first.release_version is None
+    assert second is not None and second.reason == "before v2 to prod" and second.release_version == "v1"
+    assert any(f"backup {second.id} of main taken" in m for *_, m in ledger.events(v2.id))
+    listed = run_json(dbproject, "backups", "--db", "main")["backups"]
+    assert listed[0]["id"] == second.id and listed[0]["release"]["version"] == "v1"
+
+    run_json(dbproject, "drill", "--db", "main")
+    doc = dbproject.config()
+    doc["databases"][0]["max_drill_age_hours"] = 0.0005  # 1.8 s
+    dbproject.write_config(doc)
+    time.sleep(2.5)
+    refused = dbproject.shiplift("release", "--version", "v3", "--auto-approve")
+    assert refused.returncode == 1
+    assert "prod: promotion refused: the last passed restore drill of main is" in refused.stderr, (
+        refused.stderr
+    )
+    assert "max_drill_age_hours: 0.0005); run shiplift drill --db main" in refused.stderr
+    assert dbproject.version_at("prod") == "v2"
+    assert len(ledger.backups(dbproject.app, "main")) == 2, "a refused promotion takes no backup"
+    doc["databases"][0]["max_drill_age_hours"] = 1
+    dbproject.write_config(doc)
+    run_json(dbproject, "drill", "--db", "main")
+    dbproject.shiplift("promote", "--version", "v3", "--to", "prod", "--auto-approve", check=True)
+    assert dbproject.version_at("prod") == "v3", "a fresh enough drill lets it through"
+
+
+def test_a_real_restore_waits_for_approval_and_keeps_a_safety_backup(
+    dbproject: Project, tmp_path: Path
+) -> None:
+    """Restore into the live database only behind an approval gate; the state before is backed up."""
+    path = _sqlite_app(tmp_path, rows=500)
+    with_database(
+        dbproject,
+        url=f"sqlite:///{path}",
+        store=f"file://{tmp_path / 'store'}",
+        approval={"approvers": ["alice"]},
+    )
+    made = run_json(dbproject, "backup", "--db", "main")
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM notes WHERE id > 100")
+    conn.commit()
+    conn.close()
+    assert _count(path) == 100
+
+    proc = dbproject.popen("restore", "--db", "main", "--json")
+    ledger = open_ledger(dbproject.ledger_url())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pending = ledger.unfinished(dbproject.app, "db:main")
+        if pending is not None and pending.phase.value == "AwaitingApproval":
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.3)
+    else:
+        raise AssertionError("the restore never waited for approval")
+    time.sleep(1)
+    assert _count(path) == 100, "nothing is restored before the approval"
+    assert pending.run_id
+    refused = dbproject.shiplift("approve", pending.run_id, "--as", "mallory")
+    assert refused.returncode == 1 and "decision refused: 'mallory' is not an approver" in refused.stderr
+    api = os.environ["PREFECT_API_URL"]
+    while httpx.get(f"{api}/flow_runs/{pending.run_id}").json()["state"]["type"] != "PAUSED":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    dbproject.shiplift("approve", pending.run_id, "--as", "alice", "--comment", "restore it", check=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert result["restored"] == made["id"] and result["safety_backup"] != made["id"]
+    assert _count(path) == 500, "the live database holds the backup's rows again"
+    safety = [b for b in ledger.backups(dbproject.app, "main") if b.id == result["safety_backup"]]
+    assert safety and safety[0].reason == f"before restore of {made['id']}"
+
+
+def test_nightly_schedules_exist_on_the_served_deployments(dbproject: Project, tmp_path: Path) -> None:
+    """Acceptance f: `shiplift serve` registers backup and drill deployments with the configured cron."""
+    from tests.test_serve import serving
+
+    path = _sqlite_app(tmp_path, rows=5)
+    with_database(
+        dbproject,
+        url=f"sqlite:///{path}",
+        store=f"file://{tmp_path / 'store'}",
+        schedule="15 2 * * *",
+        drill_schedule="40 4 * * 0",
+    )
+    api = os.environ["PREFECT_API_URL"]
+    with serving(dbproject):
+        config_path = str(dbproject.config_path.resolve())
+        deadline = time.monotonic() + 60
+        while True:
+            found = {
+                d["name"]: d
+                for d in httpx.post(f"{api}/deployments/filter", json={"limit": 200}).json()
+                if d["parameters"].get("config_path") == config_path
+            }
+            if {"backup-main", "drill-main", "restore-main", "prune-main"} <= set(found):
+                break
+            assert time.monotonic() < deadline, sorted(found)
+            time.sleep(0.5)
+    crons = {name: [s["schedule"].get("cron") for s in d["schedules"]] for name, d in found.items()}
+    assert crons["backup-main"] == ["15 2 * * *"] and crons["drill-main"] == ["40 4 * * 0"]
+    assert crons["restore-main"] == [] and crons["prune-main"] == []
+    assert found["backup-main"]["parameters"]["reason"] == "scheduled"
