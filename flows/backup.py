@@ -19,6 +19,9 @@ refused while the newest passed drill is older (see :func:`check_drill_age`).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -30,12 +33,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from sqlalchemy.engine import URL
 
 from flows.common import Context, open_context
 from shiplift.approvals import Outcome
-from shiplift.backups.crypto import BackupKey
+from shiplift.backups.crypto import BackupKey, derive_key
 from shiplift.backups.engines import Engine, engine_for
-from shiplift.backups.pipeline import Manifest, backup, compare, fetch, find, manifests
+from shiplift.backups.pipeline import Manifest, compare, fetch, find, manifests
 from shiplift.backups.retention import Item, plan
 from shiplift.backups.secrets import Secrets
 from shiplift.backups.stores import Store, store_for
@@ -55,6 +59,11 @@ class Parts:
     engine: Engine
     store: Store
     key: BackupKey
+    url: URL
+    key_material: tuple[str, str]
+
+    def __repr__(self) -> str:  # never show the URL or the key
+        return f"Parts(db={self.db.name!r}, store={self.store.url!r})"
 
 
 def open_parts(ctx: Context, name: str) -> Parts:
@@ -63,8 +72,15 @@ def open_parts(ctx: Context, name: str) -> Parts:
     url = secrets.url(db)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_absolute():
         url = url.set(database=str(ctx.config.root / url.database))
+    material = secrets.key_material(db)
     return Parts(
-        db, secrets, engine_for(url, secrets), store_for(db.store, db.store_options), secrets.key(db)
+        db,
+        secrets,
+        engine_for(url, secrets),
+        store_for(db.store, db.store_options),
+        derive_key(*material),
+        url,
+        material,
     )
 
 
@@ -90,12 +106,30 @@ def take_backup_task(parts: Parts, release: dict[str, Any] | None, reason: str) 
         >>> take_backup_task(parts, None, "manual")  # doctest: +SKIP
         Manifest(id='20261127T020000Z-3f2a', ...)
     """
-    try:
-        return backup(
-            parts.engine, parts.store, parts.key, database=parts.db.name, release=release, reason=reason
+    request = {
+        "url": parts.url.render_as_string(hide_password=False),
+        "key": parts.key_material[0],
+        "key_source": parts.key_material[1],
+        "database": parts.db.name,
+        "store": parts.db.store,
+        "store_options": parts.db.store_options.model_dump(),
+        "release": release,
+        "reason": reason,
+    }
+    # the streaming runs in a lean process of its own: see shiplift/backups/worker.py
+    proc = subprocess.run(
+        [sys.executable, "-m", "shiplift.backups.worker"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise BackupError(
+            parts.secrets.scrub(lines[-1] if lines else f"the backup worker exited {proc.returncode}")
         )
-    except Exception as exc:
-        raise _scrubbed(parts, exc) from None
+    return Manifest.from_json(proc.stdout.encode())
 
 
 def take_backup(ctx: Context, name: str, reason: str, deployment_id: int | None = None) -> Manifest:

@@ -275,7 +275,7 @@ class StoreOptions(_Model):
     object_lock_days: int | None = Field(
         None, ge=1, description="S3 Object Lock retention (compliance mode)."
     )
-    part_size_mb: int = Field(16, ge=5, le=512, description="S3 multipart part size.")
+    part_size_mb: int = Field(8, ge=5, le=512, description="S3 multipart part size (memory holds one).")
 
 
 def _cron(value: str | None) -> str | None:

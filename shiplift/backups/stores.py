@@ -133,7 +133,8 @@ def _b64_sha256(data: bytes) -> str:
 class _S3Writer:
     def __init__(self, store: S3Store, key: str) -> None:
         self.store, self.key = store, key
-        self.buf = bytearray()
+        self.pending: list[bytes] = []
+        self.size = 0
         self.parts: list[dict[str, Any]] = []
         extra = store.put_options()
         self.upload_id: str = store.client.create_multipart_upload(
@@ -141,10 +142,17 @@ class _S3Writer:
         )["UploadId"]
 
     def write(self, data: bytes) -> None:
-        self.buf += data
-        while len(self.buf) >= self.store.part_size:
-            self._part(bytes(self.buf[: self.store.part_size]))
-            del self.buf[: self.store.part_size]
+        # whole chunks are kept as they come and joined once per part: one part in memory
+        self.pending.append(data)
+        self.size += len(data)
+        if self.size >= self.store.part_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        data = b"".join(self.pending)
+        self.pending.clear()
+        self.size = 0
+        self._part(data)
 
     def _part(self, data: bytes) -> None:
         number = len(self.parts) + 1
@@ -163,9 +171,8 @@ class _S3Writer:
         self.parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": digest})
 
     def close(self) -> None:
-        if self.buf or not self.parts:
-            self._part(bytes(self.buf))
-            self.buf.clear()
+        if self.pending or not self.parts:
+            self._flush()
         self.store.client.complete_multipart_upload(
             Bucket=self.store.bucket,
             Key=self.key,
