@@ -463,3 +463,31 @@ def test_nightly_schedules_exist_on_the_served_deployments(dbproject: Project, t
     assert crons["backup-main"] == ["15 2 * * *"] and crons["drill-main"] == ["40 4 * * 0"]
     assert crons["restore-main"] == [] and crons["prune-main"] == []
     assert found["backup-main"]["parameters"]["reason"] == "scheduled"
+
+
+def test_object_lock_makes_backups_immutable_for_the_retention_set(
+    dbproject: Project, tmp_path: Path, s3: MotoS3
+) -> None:
+    """store_options.object_lock_days: each object is stored under Object Lock (compliance mode)."""
+    from datetime import UTC, datetime, timedelta
+
+    bucket = f"locked-{uuid.uuid4().hex[:8]}"
+    client = s3.client()
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    path = _sqlite_app(tmp_path, rows=50)
+    with_database(
+        dbproject,
+        url=f"sqlite:///{path}",
+        store=f"s3://{bucket}",
+        store_options={"object_lock_days": 3, "server_side_encryption": "AES256"},
+    )
+    made = run_json(dbproject, "backup", "--db", "main")
+    for key in (f"main/{made['id']}.dump.zst.aes", f"main/{made['id']}.manifest.json"):
+        head = client.head_object(Bucket=bucket, Key=key)
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+        until = head["ObjectLockRetainUntilDate"]
+        assert datetime.now(UTC) + timedelta(days=2.9) < until < datetime.now(UTC) + timedelta(days=3.1)
+        version = head["VersionId"]
+        with pytest.raises(Exception, match="AccessDenied|locked|retention"):
+            client.delete_object(Bucket=bucket, Key=key, VersionId=version)
+    assert run_json(dbproject, "drill", "--db", "main")["passed"]

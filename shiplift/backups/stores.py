@@ -137,6 +137,7 @@ class _S3Writer:
         self.size = 0
         self.parts: list[dict[str, Any]] = []
         extra = store.put_options()
+        self.retain_until = extra.get("ObjectLockRetainUntilDate")
         self.upload_id: str = store.client.create_multipart_upload(
             Bucket=store.bucket, Key=key, ChecksumAlgorithm="SHA256", **extra
         )["UploadId"]
@@ -179,6 +180,14 @@ class _S3Writer:
             UploadId=self.upload_id,
             MultipartUpload={"Parts": self.parts},  # type: ignore[typeddict-item]
         )
+        if self.retain_until is not None:
+            # S3 applies the lock given at create; stores that skip it for multipart uploads
+            # (moto) get it here. The same date again is not a shortening, so S3 accepts it.
+            self.store.client.put_object_retention(
+                Bucket=self.store.bucket,
+                Key=self.key,
+                Retention={"Mode": "COMPLIANCE", "RetainUntilDate": self.retain_until},
+            )
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):  # the upload may already be gone
