@@ -225,7 +225,8 @@ def scratch_task(parts: Parts, manifest: Manifest, dump: Path) -> tuple[float, l
     """
     t0 = time.monotonic()
     try:
-        with parts.engine.scratch(dump) as scratch:
+        methods = {name: str(t.get("hash", "text")) for name, t in manifest.tables.items()}
+        with parts.engine.scratch(dump, methods) as scratch:
             restored_in = time.monotonic() - t0
             tables = scratch.tables()
             problems = compare(manifest, tables)

@@ -253,7 +253,12 @@ def test_no_secret_reaches_logs_artifacts_manifests_or_the_ledger(
     ]
     texts.append(json.dumps(httpx.post(f"{api}/artifacts/filter", json={"limit": 200}).json()))
     texts.append(json.dumps(httpx.post(f"{api}/flow_runs/filter", json={"limit": 200}).json()))
-    texts.append(json.dumps(httpx.post(f"{api}/events/filter", json={"limit": 50}).json()))
+    page = httpx.post(f"{api}/events/filter", json={"limit": 50}).json()
+    for _ in range(40):  # every event of the session, page by page
+        texts.append(json.dumps(page["events"]))
+        if not page.get("next_page"):
+            break
+        page = httpx.get(page["next_page"]).json()
     client = s3.client()
     for item in client.list_objects_v2(Bucket=bucket)["Contents"]:
         texts.append(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode("latin-1"))

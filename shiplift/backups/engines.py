@@ -40,6 +40,8 @@ MOD = 1 << 64
 class TableSum:
     rows: int
     checksum: str
+    method: str = "text"
+    """How rows were hashed: ``record`` (each column's hash function) or ``text`` (the row's text)."""
 
 
 @dataclass(frozen=True)
@@ -56,15 +58,20 @@ class Engine(Protocol):
     def dump(self, sink: Sink) -> DumpInfo:
         """Stream a consistent dump into ``sink``; return the figures of that same state."""
 
-    def scratch(self, dump: Path) -> contextlib.AbstractContextManager[Scratch]:
-        """Restore ``dump`` into a new scratch database, yield it, drop it afterwards."""
+    def scratch(self, dump: Path, methods: dict[str, str]) -> contextlib.AbstractContextManager[Scratch]:
+        """Restore ``dump`` into a new scratch database, yield it, drop it afterwards.
+
+        The yielded database's :meth:`Scratch.tables` are its figures, every table hashed with
+        ``methods[table]`` (the manifest's choice).
+        """
 
     def restore_live(self, dump: Path) -> None:
         """Restore ``dump`` over the live database."""
 
 
 class Scratch(Protocol):
-    def tables(self) -> dict[str, TableSum]: ...
+    def tables(self) -> dict[str, TableSum]:
+        """Every table's figures, each hashed with the method the manifest chose."""
 
     def check(self, sql: str) -> bool: ...
 
@@ -99,19 +106,98 @@ def pg_tool(name: str) -> str:
 
 
 PG_TABLES = """
-SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+       pg_relation_size(c.oid) / current_setting('block_size')::int
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
 ORDER BY 1
 """
 
+SLICE_PAGES = 16384
+"""Pages (128 MiB) per unit of checksum work: large tables are split by ctid ranges."""
 
-def _pg_sum(conn: Any, table: str) -> TableSum:
-    rows, total = conn.execute(
-        f"SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) FROM {table} t"  # noqa: S608
+
+def _pg_work(tables: list[tuple[str, int]]) -> list[tuple[str, str]]:
+    """(table, WHERE clause) units: whole small tables, ctid ranges of large ones."""
+    work = []
+    for table, pages in tables:
+        if pages <= SLICE_PAGES:
+            work.append((table, ""))
+            continue
+        bounds = list(range(0, pages, SLICE_PAGES))
+        for i, start in enumerate(bounds):
+            where = f" WHERE ctid >= '({start},0)'::tid"
+            if i + 1 < len(bounds):
+                where += f" AND ctid < '({bounds[i + 1]},0)'::tid"
+            work.append((table, where))
+    return work
+
+
+HASHES = {
+    "record": "hash_record_extended(t, 0)",
+    "text": "hashtextextended(t::text, 0)",
+}
+
+
+def _pg_unit(conn: Any, table: str, where: str, method: str) -> tuple[int, int]:
+    rows, high, low = conn.execute(
+        "SELECT count(*), coalesce(sum(h >> 32), 0), coalesce(sum(h & 4294967295), 0) "  # noqa: S608
+        f"FROM (SELECT {HASHES[method]} AS h FROM {table} t{where}) s"
     ).fetchone()
-    return TableSum(rows=int(rows), checksum=f"{int(total) % MOD:016x}")
+    return int(rows), ((int(high) << 32) + int(low)) % MOD
+
+
+def _pg_sums(
+    conns: list[Any], tables: list[tuple[str, int]], methods: dict[str, str] | None = None
+) -> dict[str, TableSum]:
+    """Row counts and checksums of ``tables``, the work shared out over ``conns`` (one thread each).
+
+    A row's hash is ``hash_record_extended(row, 0)`` — each column type's own hash function, no
+    text conversion — or, for a table with a column type that has none (json, point…),
+    ``hashtextextended(row::text, 0)``. ``methods`` fixes the method per table (a drill uses
+    the manifest's); otherwise ``record`` is tried first. A table's checksum is the sum of its
+    rows' hashes modulo 2⁶⁴, summed in bigint as two 32-bit halves (far cheaper than numeric).
+    """
+    chosen = dict(methods or {})
+    if methods is None:
+        for table, _ in tables:
+            chosen[table] = "record"
+            try:
+                with conns[0].transaction():  # a savepoint: a refusal must not end the snapshot
+                    conns[0].execute(f"SELECT hash_record_extended(t, 0) FROM {table} t LIMIT 1").fetchall()  # noqa: S608
+            except Exception:  # noqa: BLE001 - no hash function for a column type: hash the text
+                chosen[table] = "text"
+    work = _pg_work(tables)
+    totals: dict[str, list[int]] = {table: [0, 0] for table, _ in tables}
+    lock = threading.Lock()
+    failure: list[BaseException] = []
+
+    def run(conn: Any) -> None:
+        try:
+            while True:
+                with lock:
+                    if not work or failure:
+                        return
+                    table, where = work.pop(0)
+                rows, total = _pg_unit(conn, table, where, chosen.get(table, "text"))
+                with lock:
+                    totals[table][0] += rows
+                    totals[table][1] = (totals[table][1] + total) % MOD
+        except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
+            failure.append(exc)
+
+    threads = [threading.Thread(target=run, args=(conn,), daemon=True) for conn in conns]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failure:
+        raise failure[0]
+    return {
+        table: TableSum(rows=n, checksum=f"{total:016x}", method=chosen.get(table, "text"))
+        for table, (n, total) in totals.items()
+    }
 
 
 class PostgresEngine:
@@ -171,14 +257,13 @@ class PostgresEngine:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
             version = str(conn.execute("SHOW server_version").fetchone()[0])
-            tables = [r[0] for r in conn.execute(PG_TABLES).fetchall()]
+            tables = [(r[0], int(r[1])) for r in conn.execute(PG_TABLES).fetchall()]
             sums: dict[str, TableSum] = {}
             failure: list[BaseException] = []
 
             def count() -> None:
                 try:
-                    for table in tables:
-                        sums[table] = _pg_sum(conn, table)
+                    sums.update(_pg_sums([conn], tables))
                 except BaseException as exc:  # noqa: BLE001 - reported by the dumping thread
                     failure.append(exc)
 
@@ -216,50 +301,84 @@ class PostgresEngine:
         return DumpInfo(engine=self.kind, server_version=version, tool=tool_version, tables=sums)
 
     @contextlib.contextmanager
-    def scratch(self, dump: Path) -> Iterator[Scratch]:
+    def scratch(self, dump: Path, methods: dict[str, str]) -> Iterator[Scratch]:
         name = f"shiplift_drill_{uuid.uuid4().hex[:12]}"
         admin = self._connect(autocommit=True)
         try:
             admin.execute(f'CREATE DATABASE "{name}"')
             try:
-                self._restore(dump, name, clean=False)
-                conn = self._connect(name)
+                conns: list[Any] = []
                 try:
-                    yield _PgScratch(conn)
+                    figures = self._restore_scratch(dump, name, methods, conns)
+                    yield _PgScratch(conns, figures)
                 finally:
-                    conn.close()
+                    for conn in conns:
+                        conn.close()
             finally:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             admin.close()
 
-    def _restore(self, dump: Path, database: str, clean: bool) -> None:
-        args = [pg_tool("pg_restore"), "-j", str(self.jobs), "--no-owner", "--no-privileges"]
-        if clean:
-            args += ["--clean", "--if-exists"]
+    def _restore(self, dump: Path, database: str, *extra: str) -> None:
+        args = [pg_tool("pg_restore"), "-j", str(self.jobs), "--no-owner", "--no-privileges", *extra]
         proc = subprocess.run(
             [*args, *self._args(database), str(dump)], capture_output=True, env=self._env(), check=False
         )
         if proc.returncode != 0:
             raise self._fail("pg_restore failed", proc.stderr)
 
+    def _restore_scratch(
+        self, dump: Path, database: str, methods: dict[str, str], conns: list[Any]
+    ) -> dict[str, TableSum]:
+        """The whole dump into a throw-away database; return its figures.
+
+        A drill proves the dump restores and holds the manifest's rows; the scratch database is
+        dropped afterwards, so writing its data and indexes to the WAL would only cost time. The
+        schema goes in first (pre-data), every table is switched to UNLOGGED while still empty,
+        then the data is restored with ``-j``; the tables are counted and checksummed (over
+        ``conns``, opened here) while post-data (indexes, constraints) is restored beside them.
+        """
+        self._restore(dump, database, "--section=pre-data")
+        conns.extend(self._connect(database, autocommit=True) for _ in range(self.jobs))
+        for table, _pages in conns[0].execute(PG_TABLES).fetchall():
+            with contextlib.suppress(Exception):  # partitioned parents, …: stay logged
+                conns[0].execute(f"ALTER TABLE {table} SET UNLOGGED")
+        self._restore(dump, database, "--section=data")
+        post: list[BaseException] = []
+
+        def post_data() -> None:
+            try:
+                self._restore(dump, database, "--section=post-data")
+            except BaseException as exc:  # noqa: BLE001 - raised below
+                post.append(exc)
+
+        builder = threading.Thread(target=post_data, daemon=True)
+        builder.start()
+        try:
+            tables = [(r[0], int(r[1])) for r in conns[0].execute(PG_TABLES).fetchall()]
+            figures = _pg_sums(conns, tables, methods)
+        finally:
+            builder.join()
+        if post:
+            raise post[0]
+        return figures
+
     def restore_live(self, dump: Path) -> None:
-        self._restore(dump, self.url.database or "", clean=True)
+        self._restore(dump, self.url.database or "", "--clean", "--if-exists")
 
 
 class _PgScratch:
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
+    def __init__(self, conns: list[Any], figures: dict[str, TableSum]) -> None:
+        self.conns = conns
+        self.figures = figures
 
     def tables(self) -> dict[str, TableSum]:
-        names = [r[0] for r in self.conn.execute(PG_TABLES).fetchall()]
-        return {name: _pg_sum(self.conn, name) for name in names}
+        return self.figures
 
     def check(self, sql: str) -> bool:
-        try:
-            return _truthy(self.conn.execute(sql).fetchone())
-        finally:
-            self.conn.rollback()
+        conn = self.conns[0]
+        with conn.transaction(force_rollback=True):
+            return _truthy(conn.execute(sql).fetchone())
 
 
 # SQLite -------------------------------------------------------------------------------------
@@ -318,7 +437,7 @@ class SQLiteEngine:
         )
 
     @contextlib.contextmanager
-    def scratch(self, dump: Path) -> Iterator[Scratch]:
+    def scratch(self, dump: Path, methods: dict[str, str]) -> Iterator[Scratch]:
         conn = sqlite3.connect(f"file:{dump}?mode=ro", uri=True)
         try:
             verdict = conn.execute("PRAGMA integrity_check").fetchone()

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import secrets as random
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -31,7 +33,7 @@ from shiplift.backups.stores import Store
 from shiplift.errors import BackupError
 
 FORMAT = 1
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = 1
 
 
 @dataclass
@@ -148,7 +150,10 @@ def backup(
         size_stored=counts.stored,
         sha256=counts.sha.hexdigest(),
         key_id=key.key_id,
-        tables={name: {"rows": t.rows, "checksum": t.checksum} for name, t in info.tables.items()},
+        tables={
+            name: {"rows": t.rows, "checksum": t.checksum, "hash": t.method}
+            for name, t in info.tables.items()
+        },
         release=release,
         reason=reason,
         seconds=round(time.monotonic() - t0, 3),
@@ -191,7 +196,7 @@ def fetch(store: Store, manifest: Manifest, key: BackupKey, into: Path) -> None:
     decryptor = Decryptor(key)
     decompressor = zstandard.ZstdDecompressor().decompressobj()
     problem: BackupError | None = None
-    chunks: Iterator[bytes] = store.reader(manifest.object)
+    chunks: Iterator[bytes] = prefetch(store.reader(manifest.object))
     with open(into, "wb") as out:
         for chunk in chunks:
             size += len(chunk)
@@ -220,6 +225,26 @@ def fetch(store: Store, manifest: Manifest, key: BackupKey, into: Path) -> None:
     decryptor.finish()
     if not decompressor.eof:
         raise BackupError(f"truncated backup {manifest.id}: the compressed stream does not end")
+
+
+def prefetch(chunks: Iterator[bytes], depth: int = 8) -> Iterator[bytes]:
+    """Read ``chunks`` in a thread of its own, ``depth`` ahead: the download overlaps the work."""
+    box: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
+
+    def pump() -> None:
+        try:
+            for chunk in chunks:
+                box.put(chunk)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the reading thread
+            box.put(exc)
+            return
+        box.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    while (item := box.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def compare(manifest: Manifest, restored: dict[str, TableSum]) -> list[str]:

@@ -16,6 +16,8 @@ import base64
 import contextlib
 import hashlib
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -141,19 +143,40 @@ class _S3Writer:
         self.upload_id: str = store.client.create_multipart_upload(
             Bucket=store.bucket, Key=key, ChecksumAlgorithm="SHA256", **extra
         )["UploadId"]
+        # one part uploads in this thread while the next one fills: two parts in memory at most
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
+        self.failure: list[BaseException] = []
+        self.queued = 0
+        self.uploader = threading.Thread(target=self._upload, daemon=True)
+        self.uploader.start()
+
+    def _upload(self) -> None:
+        while (data := self.queue.get()) is not None:
+            if self.failure:
+                continue
+            try:
+                self._part(data)
+            except BaseException as exc:  # noqa: BLE001 - raised in the writing thread
+                self.failure.append(exc)
+
+    def _check(self) -> None:
+        if self.failure:
+            raise self.failure[0]
 
     def write(self, data: bytes) -> None:
-        # whole chunks are kept as they come and joined once per part: one part in memory
+        # whole chunks are kept as they come and joined once per part
         self.pending.append(data)
         self.size += len(data)
         if self.size >= self.store.part_size:
             self._flush()
 
     def _flush(self) -> None:
+        self._check()
         data = b"".join(self.pending)
         self.pending.clear()
         self.size = 0
-        self._part(data)
+        self.queued += 1
+        self.queue.put(data)
 
     def _part(self, data: bytes) -> None:
         number = len(self.parts) + 1
@@ -171,9 +194,16 @@ class _S3Writer:
             raise BackupError(f"S3 stored part {number} of {self.key} with another SHA-256")
         self.parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": digest})
 
+    def _finish_uploads(self) -> None:
+        if self.uploader.is_alive():
+            self.queue.put(None)
+            self.uploader.join()
+
     def close(self) -> None:
-        if self.pending or not self.parts:
+        if self.pending or not self.queued:
             self._flush()
+        self._finish_uploads()
+        self._check()
         self.store.client.complete_multipart_upload(
             Bucket=self.store.bucket,
             Key=self.key,
@@ -190,6 +220,8 @@ class _S3Writer:
             )
 
     def abort(self) -> None:
+        self.failure.append(BackupError("aborted"))
+        self._finish_uploads()
         with contextlib.suppress(Exception):  # the upload may already be gone
             self.store.client.abort_multipart_upload(
                 Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id

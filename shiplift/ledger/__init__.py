@@ -14,11 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -146,14 +142,25 @@ def _engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+HEAD = "0004"
+"""The newest migration; a ledger at it opens without importing Alembic (half a second saved)."""
+
+
 def _migrate(engine: Engine) -> None:
+    with engine.connect() as conn:
+        at = (
+            conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            if inspect(conn).has_table("alembic_version")
+            else None
+        )
+    if at == HEAD:
+        return
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
     with engine.begin() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-        if current == head:
-            return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -85,3 +85,15 @@ def test_the_ledger_runs_on_postgresql(postgres: Postgres) -> None:
     assert state is not None and state.weights == {"v7": 100} and state.updated_at.tzinfo is not None
     again.finish(dep, Phase.SUCCEEDED)
     assert again.history("hello", "prod")[0].phase == Phase.SUCCEEDED
+
+
+def test_the_fast_path_head_is_the_newest_migration() -> None:
+    """open_ledger skips Alembic when the ledger is at HEAD: HEAD must be the scripts' head."""
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    from shiplift.ledger import HEAD, MIGRATIONS
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD
