@@ -56,7 +56,8 @@ def generate(url: str, size_mb: int) -> float:
         )
         conn.execute("CREATE TABLE users (id int PRIMARY KEY, name text, email text)")
         conn.execute(
-            "INSERT INTO users SELECT g, 'user ' || g, 'user' || g || '@example.com' FROM generate_series(1, 100000) g"
+            "INSERT INTO users SELECT g, 'user ' || g, 'user' || g || '@example.com' "
+            "FROM generate_series(1, 100000) g"
         )
         batch, start = 500_000, 0
         while True:
@@ -79,14 +80,14 @@ def generate(url: str, size_mb: int) -> float:
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """Seconds, peak RSS (KiB) of the command's processes, stderr."""
+    """Seconds, peak RSS (KiB) of the command's processes, stdout."""
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], capture_output=True, text=True, env=env)
     seconds = time.monotonic() - t0
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd[:3])} failed:\n{proc.stdout}\n{proc.stderr}")
-    *lines, rss = proc.stderr.strip().splitlines()
-    return seconds, int(rss), "\n".join(lines)
+    rss = proc.stderr.strip().splitlines()[-1]
+    return seconds, int(rss), proc.stdout
 
 
 def main() -> None:
@@ -136,7 +137,7 @@ def main() -> None:
             )
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE {target}")
-            ours_drill, _, _ = timed([*cli, "drill", "--db", "main", *conf], env)
+            ours_drill, _, drill_out = timed([*cli, "drill", "--db", "main", *conf], env)
             listed = subprocess.run(
                 [*cli, "backups", "--db", "main", *conf], capture_output=True, text=True, env=env
             )
@@ -146,12 +147,13 @@ def main() -> None:
                 f"stored {newest['size_stored'] / 2**20:.0f} MB (zstd + AES-GCM), drill {newest['drill']}"
             )
             print(
-                f"  backup : pg_dump -Fc to a file {plain_dump:7.2f}s   shiplift backup to S3 {ours_dump:7.2f}s"
-                f"   ratio {ours_dump / plain_dump:.2f} (goal <= 1.20)"
+                f"  backup : pg_dump -Fc to a file {plain_dump:7.2f}s   "
+                f"shiplift backup to S3 {ours_dump:7.2f}s   ratio {ours_dump / plain_dump:.2f} (goal <= 1.20)"
             )
             print(
-                f"  restore: pg_restore -j 2       {plain_restore:7.2f}s   shiplift drill        {ours_drill:7.2f}s"
-                f"   ratio {ours_drill / plain_restore:.2f} (goal <= 1.20)"
+                f"  restore: pg_restore -j 2       {plain_restore:7.2f}s   "
+                f"shiplift drill        {ours_drill:7.2f}s   "
+                f"ratio {ours_drill / plain_restore:.2f} (goal <= 1.20)"
             )
             print(
                 f"  peak memory of the backup command: {ours_rss / 1024:.0f} MB (goal <= 200 MB); "

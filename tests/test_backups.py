@@ -496,3 +496,33 @@ def test_object_lock_makes_backups_immutable_for_the_retention_set(
         with pytest.raises(Exception, match="AccessDenied|locked|retention"):
             client.delete_object(Bucket=bucket, Key=key, VersionId=version)
     assert run_json(dbproject, "drill", "--db", "main")["passed"]
+
+
+def test_key_from_a_prefect_secret_block_and_url_from_the_environment(
+    dbproject: Project, tmp_path: Path
+) -> None:
+    """databases[].key_secret names a Prefect Secret block; url: env:VAR reads the URL at run time."""
+    from prefect.blocks.system import Secret
+
+    block = f"backup-key-{uuid.uuid4().hex[:8]}"
+    Secret(value="a key kept in Prefect, not in the config: " + uuid.uuid4().hex).save(block)
+    path = _sqlite_app(tmp_path, rows=20)
+    variable = f"SHIPLIFT_TEST_DB_{uuid.uuid4().hex[:6].upper()}"
+    os.environ[variable] = f"sqlite:///{path}"
+    saved = os.environ.pop("SHIPLIFT_BACKUP_KEY")
+    try:
+        with_database(
+            dbproject, url=f"env:{variable}", store=f"file://{tmp_path / 'store'}", key_secret=block
+        )
+        made = run_json(dbproject, "backup", "--db", "main")
+        assert made["tables"] == {"notes": 20}
+        assert run_json(dbproject, "drill", "--db", "main")["passed"]
+        with_database(dbproject, url=f"env:{variable}", store=f"file://{tmp_path / 'store'}")
+        missing = dbproject.shiplift("drill", "--db", "main")
+        assert missing.returncode == 1 and "no backup key: set SHIPLIFT_BACKUP_KEY" in missing.stderr
+        os.environ.pop(variable)
+        unset = dbproject.shiplift("backup", "--db", "main")
+        assert unset.returncode == 1 and f"the environment variable {variable} is not set" in unset.stderr
+    finally:
+        os.environ["SHIPLIFT_BACKUP_KEY"] = saved
+        os.environ.pop(variable, None)
