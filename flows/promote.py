@@ -17,6 +17,8 @@ continues from there, adopting the container already started instead of starting
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from prefect import flow, get_run_logger
@@ -157,10 +159,11 @@ def _start_healthy(
 ) -> Instance:
     """Steps 0 and 1: start (or adopt) the new version and wait until it is healthy."""
     config, ledger = ctx.config, ctx.ledger
-    instance: Instance | None = None
-    try:
+    started: list[Instance] = []
+    with _failing(ctx, env, dep, started):
         ctx.retried(prepare_environment)(config, env)
         instance = ctx.retried(start_version)(config, env, version, image)
+        started.append(instance)
         if dep.step_index < 1:
             ledger.advance(dep.id, Phase.PROGRESSING, 1, f"started {instance.name}")
         if dep.step_index < 2:
@@ -169,13 +172,23 @@ def _start_healthy(
                 config, env, instance
             )
             ledger.advance(dep.id, Phase.PROGRESSING, 2, "healthy")
+    return instance
+
+
+@contextmanager
+def _failing(
+    ctx: Context, env: EnvironmentConfig, dep: Deployment, started: list[Instance]
+) -> Iterator[None]:
+    """Any failure inside ends ``dep`` Failed and removes the version started (``started``)."""
+    try:
+        yield
     except ShipliftError as exc:
-        _fail(ctx, env, dep, instance, str(exc))
+        _fail(ctx, env, dep, started[0] if started else None, str(exc))
         raise
     except Exception as exc:  # noqa: BLE001 - a failed step still leaves the environment as it was
-        _fail(ctx, env, dep, instance, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        _fail(ctx, env, dep, started[0] if started else None, reason)
         raise
-    return instance
 
 
 def _replace(
@@ -186,7 +199,7 @@ def _replace(
     step = dep.step_index
     started = time.monotonic()
     instance = _start_healthy(ctx, env, dep, version, image)
-    try:
+    with _failing(ctx, env, dep, [instance]):
         if step < 3:
             _switch(ctx, env, dep, instance)
             ledger.set_environment(
@@ -201,12 +214,6 @@ def _replace(
         time.sleep(env.drain_seconds)
         ctx.retried(stop_others)(config, env, instance.name)
         ledger.advance(dep.id, Phase.PROMOTING, 4, "previous versions stopped")
-    except ShipliftError as exc:
-        _fail(ctx, env, dep, instance, str(exc))
-        raise
-    except Exception as exc:  # noqa: BLE001 - a failed step still leaves the environment as it was
-        _fail(ctx, env, dep, instance, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
-        raise
     if kind == "rollback" and dep.previous_version and dep.previous_version != version:
         ledger.mark_rolled_back(app, env.name, dep.previous_version, f"rolled back to {version}")
     final = ledger.finish(dep.id, Phase.SUCCEEDED)

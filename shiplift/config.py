@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -31,6 +32,16 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY = re.compile(rf"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?{_COMPONENT}(?:/{_COMPONENT})*$")
 TARGET_KINDS = ("docker",)
 STRATEGY_KINDS = ("replace", "blue_green", "canary", "ab")
+
+
+def _check_name(value: str) -> str:
+    """App, environment and database names: lower-case letters, digits and '-'."""
+    if not NAME.match(value):
+        raise ValueError(f"{value!r} must be lower-case letters, digits and '-', at most 40")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
 
 
 class _Model(BaseModel):
@@ -240,7 +251,7 @@ class ApprovalConfig(_Model):
 
 
 class EnvironmentConfig(_Model):
-    name: str = Field(description="Level name: dev, qa, staging, prod…")
+    name: Name = Field(description="Level name: dev, qa, staging, prod…")
     target: TargetConfig = Field(default_factory=lambda: TargetConfig(kind="docker"))
     port: int = Field(ge=1, le=65535, description="Stable endpoint port on the Docker host.")
     host: str = Field("127.0.0.1", description="Address the stable endpoint binds to.")
@@ -249,13 +260,6 @@ class EnvironmentConfig(_Model):
     drain_seconds: float = Field(
         1.0, ge=0, description="Wait after the switch before stopping the old version."
     )
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME.match(value):
-            raise ValueError(f"{value!r} must be lower-case letters, digits and '-', at most 40")
-        return value
 
 
 class RetentionConfig(_Model):
@@ -291,7 +295,7 @@ def _cron(value: str | None) -> str | None:
 
 
 class DatabaseConfig(_Model):
-    name: str
+    name: Name
     url: str = Field(description="SQLAlchemy URL, or env:VAR, or secret:BLOCK (a Prefect Secret block).")
     store: str = Field(description="file:///path or s3://bucket/prefix.")
     schedule: str | None = Field(None, description="Cron of the nightly backup.")
@@ -311,13 +315,6 @@ class DatabaseConfig(_Model):
     approval: ApprovalConfig | None = Field(
         None, description="Who may approve a real restore (default: the last environment's approvers)."
     )
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME.match(value):
-            raise ValueError(f"{value!r} must be lower-case letters, digits and '-', at most 40")
-        return value
 
     @field_validator("store")
     @classmethod
@@ -358,7 +355,7 @@ class LedgerConfig(_Model):
 
 
 class Config(_Model):
-    app: str = Field(description="Application name.")
+    app: Name = Field(description="Application name.")
     image: ImageConfig
     health: HealthConfig
     container_port: int = Field(8000, ge=1, le=65535, description="Port the app listens on.")
@@ -367,13 +364,6 @@ class Config(_Model):
     retries: RetryConfig = Field(default_factory=RetryConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     base_dir: Annotated[str, Field(exclude=True)] = "."
-
-    @field_validator("app")
-    @classmethod
-    def _app(cls, value: str) -> str:
-        if not NAME.match(value):
-            raise ValueError(f"{value!r} must be lower-case letters, digits and '-', at most 40")
-        return value
 
     @model_validator(mode="after")
     def _unique(self) -> Config:

@@ -26,6 +26,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A daemon for the tests in its own session, its output appended to ``log``."""
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115 - the child keeps it
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -260,7 +271,17 @@ class Postgres:
         self._as_postgres(self._bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
 
-class PrefectServer:
+class _Daemon:
+    proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+            self.proc = None
+
+
+class PrefectServer(_Daemon):
     """`prefect server start` on a free loopback port with its own PREFECT_HOME."""
 
     def __init__(self, home: Path, **settings: str) -> None:
@@ -283,7 +304,7 @@ class PrefectServer:
             **self.settings,
         }
         env.pop("PREFECT_API_URL", None)
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [
                 sys.executable,
                 "-m",
@@ -295,22 +316,14 @@ class PrefectServer:
                 "--port",
                 str(self.port),
             ],
-            env=env,
-            stdout=open(self.home / "server.log", "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.home / "server.log",
+            env,
         )
         wait_http(f"{self.api}/health", timeout)
         return self
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-            self.proc = None
 
-
-class Prometheus:
+class Prometheus(_Daemon):
     """Debian's Prometheus on a free loopback port, scraping ``targets`` every second."""
 
     def __init__(self, root: Path, targets: list[str]) -> None:
@@ -333,28 +346,20 @@ class Prometheus:
             "scrape_configs": [{"job_name": "router", "static_configs": [{"targets": self.targets}]}],
         }
         (self.root / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [
                 binary,
                 f"--config.file={self.root / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.root / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ],
-            stdout=open(self.root / "prometheus.log", "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.root / "prometheus.log",
         )
         wait_http(f"{self.address}/-/ready", timeout)
         return self
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-            self.proc = None
 
-
-class MotoS3:
+class MotoS3(_Daemon):
     """moto's S3 server on a free loopback port; the AWS environment variables point boto3 at it."""
 
     def __init__(self, root: Path) -> None:
@@ -376,11 +381,9 @@ class MotoS3:
 
     def start(self, timeout: float = 60) -> MotoS3:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=open(self.root / "moto.log", "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.root / "moto.log",
         )
         wait_http(f"{self.endpoint}/moto-api/", timeout)
         return self
@@ -396,9 +399,3 @@ class MotoS3:
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
             region_name=env["AWS_DEFAULT_REGION"],
         )
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-            self.proc = None
