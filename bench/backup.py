@@ -155,6 +155,11 @@ def main() -> None:
                 f"shiplift drill        {ours_drill:7.2f}s   "
                 f"ratio {ours_drill / plain_restore:.2f} (goal <= 1.20)"
             )
+            inside = float(json.loads(drill_out)["restore_seconds"])
+            print(
+                f"  (the drill's own clock: fetch, decrypt, restore and verify {inside:.2f}s, "
+                f"{inside / plain_restore:.2f} of plain; the rest is start-up, ledger, artifacts, dropping)"
+            )
             print(
                 f"  peak memory of the backup command: {ours_rss / 1024:.0f} MB (goal <= 200 MB); "
                 f"plain pg_dump {plain_rss / 1024:.0f} MB"
