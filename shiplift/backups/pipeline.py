@@ -178,10 +178,11 @@ def find(store: Store, database: str, backup_id: str | None) -> Manifest:
             return Manifest.from_json(store.get_bytes(manifest_key(database, backup_id)))
         except BackupError:
             raise BackupError(f"no backup {backup_id} of {database} in {store.url}") from None
-    found = manifests(store, database)
-    if not found:
+    # ids begin with their UTC start time, so the newest manifest is the last key: read only it
+    keys = [k for k in store.list(f"{database}/") if k.endswith(".manifest.json")]
+    if not keys:
         raise BackupError(f"no backup of {database} in {store.url} yet: run shiplift backup --db {database}")
-    return found[-1]
+    return Manifest.from_json(store.get_bytes(keys[-1]))
 
 
 def fetch(store: Store, manifest: Manifest, key: BackupKey, into: Path) -> None:
