@@ -134,6 +134,12 @@ def test_postgres_backup_to_s3_and_drill_pass(dbproject: Project, shop: str, buc
 
     listed = run_json(dbproject, "backups", "--db", "main")["backups"]
     assert [(b["id"], b["drill"]) for b in listed] == [(made["id"], "passed")]
+    api = os.environ["PREFECT_API_URL"]
+    [artifact] = httpx.post(
+        f"{api}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": [f"drill-{dbproject.app}-main"]}}, "limit": 5},
+    ).json()
+    assert "Restore drill of main: passed" in artifact["data"] and made["id"] in artifact["data"]
 
 
 def test_sqlite_backup_while_the_app_writes_then_drill(dbproject: Project, tmp_path: Path) -> None:
