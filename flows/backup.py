@@ -337,7 +337,7 @@ def backups_before(ctx: Context, env_name: str, dep: Deployment) -> None:
     for db in ctx.config.databases:
         if env_name not in ctx.config.backup_environments(db):
             continue
-        if ctx.ledger.backup_for_deployment(dep.id) is not None:
+        if ctx.ledger.backup_for_deployment(dep.id, db.name) is not None:
             continue  # a resumed promotion: its backup was taken
         manifest = take_backup(ctx, db.name, f"before {dep.version} to {env_name}", deployment_id=dep.id)
         ctx.ledger.advance(dep.id, dep.phase, dep.step_index, f"backup {manifest.id} of {db.name} taken")

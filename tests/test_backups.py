@@ -369,7 +369,7 @@ def test_prod_promotion_takes_a_linked_backup_and_the_drill_age_gate_refuses(
     dbproject.shiplift("release", "--version", "v2", "--auto-approve", check=True)
     ledger = open_ledger(dbproject.ledger_url())
     [v2, v1] = ledger.history(dbproject.app, "prod")[:2]
-    first, second = ledger.backup_for_deployment(v1.id), ledger.backup_for_deployment(v2.id)
+    first, second = (ledger.backup_for_deployment(d.id, "main") for d in (v1, v2))
     assert first is not None and first.reason == "before v1 to prod" and first.release_version is None
     assert second is not None and second.reason == "before v2 to prod" and second.release_version == "v1"
     assert any(f"backup {second.id} of main taken" in m for *_, m in ledger.events(v2.id))

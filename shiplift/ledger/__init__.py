@@ -542,9 +542,14 @@ class Ledger:
                 query = query.where(BackupRow.deleted_at.is_(None))
             return [_backup(r) for r in s.scalars(query.order_by(BackupRow.id))]
 
-    def backup_for_deployment(self, deployment_id: int) -> BackupRecord | None:
+    def backup_for_deployment(self, deployment_id: int, database: str) -> BackupRecord | None:
+        """The backup of ``database`` taken for ``deployment_id``, if any."""
         with self._session() as s:
-            row = s.scalar(select(BackupRow).where(BackupRow.deployment_id == deployment_id))
+            row = s.scalar(
+                select(BackupRow).where(
+                    BackupRow.deployment_id == deployment_id, BackupRow.database == database
+                )
+            )
             return _backup(row) if row else None
 
     def mark_backup_deleted(self, backup_id: str) -> None:

@@ -97,3 +97,41 @@ def test_the_fast_path_head_is_the_newest_migration() -> None:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD
+
+
+def test_a_deployment_links_one_backup_per_database(tmp_path: Path) -> None:
+    """A promotion backs up every database first; each backup is found by its database."""
+    from datetime import UTC, datetime
+
+    from shiplift.ledger import BackupRecord
+
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    dep = _start(ledger, "prod", "v2")
+    at = datetime(2026, 11, 27, tzinfo=UTC)
+    for db in ("main", "audit"):
+        ledger.record_backup(
+            BackupRecord(
+                id=f"20261127T000000Z-{db}",
+                app="hello",
+                database=db,
+                store="file:///b",
+                object=f"{db}/x",
+                engine="sqlite",
+                started_at=at,
+                finished_at=at,
+                size_stored=1,
+                sha256="0" * 64,
+                key_id="k",
+                reason="before v2 to prod",
+                release_version=None,
+                release_digest=None,
+                deployment_id=dep,
+                deleted_at=None,
+            )
+        )
+    found = [ledger.backup_for_deployment(dep, db) for db in ("main", "audit", "other")]
+    assert [b.id if b else None for b in found] == [
+        "20261127T000000Z-main",
+        "20261127T000000Z-audit",
+        None,
+    ]
