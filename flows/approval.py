@@ -18,7 +18,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
 from flows.common import Context
-from shiplift.approvals import Decision, Outcome, outcome, refusal
+from shiplift.approvals import ANYONE, Decision, Outcome, outcome, refusal
 from shiplift.config import ApprovalConfig, EnvironmentConfig
 from shiplift.ledger import Deployment, now
 from shiplift.model import ImageRef, Phase, slug
@@ -97,11 +97,7 @@ def await_approval(
 
 def pause_policy(env: EnvironmentConfig) -> ApprovalConfig:
     """Who may resume a rollout's pause: the environment's approvers, else anyone who names themself."""
-    if env.approval is not None:
-        return env.approval
-    return ApprovalConfig.model_construct(
-        approvers=[], min_approvals=1, forbid_self_approval=False, timeout_seconds=86400
-    )
+    return env.approval or ANYONE
 
 
 def await_decision(

@@ -36,7 +36,7 @@ from prefect.events import emit_event
 from sqlalchemy.engine import URL
 
 from flows.common import Context, open_context
-from shiplift.approvals import Outcome
+from shiplift.approvals import ANYONE, Outcome
 from shiplift.backups.crypto import BackupKey, derive_key
 from shiplift.backups.engines import Engine, engine_for
 from shiplift.backups.pipeline import Manifest, compare, fetch, find, manifests
@@ -78,7 +78,7 @@ def open_parts(ctx: Context, name: str) -> Parts:
         secrets,
         engine_for(url, secrets),
         store_for(db.store, db.store_options),
-        derive_key(*material),
+        derive_key(*material),  # a key too short is refused here, in one line
         url,
         material,
     )
@@ -307,8 +307,8 @@ def drill_flow(config_path: str, db: str, backup_id: str | None = None) -> dict[
 
 def check_drill_age(ctx: Context, env_name: str) -> None:
     """Refuse a promotion into ``env_name`` while a database's newest passed drill is too old."""
-    for db in ctx.config.databases:
-        if db.max_drill_age_hours is None or env_name not in ctx.config.backup_environments(db):
+    for db in ctx.config.databases_backed_up_before(env_name):
+        if db.max_drill_age_hours is None:
             continue
         last = ctx.ledger.last_passed_drill(ctx.config.app, db.name)
         if last is None:
@@ -334,9 +334,7 @@ def check_drill_age(ctx: Context, env_name: str) -> None:
 
 def backups_before(ctx: Context, env_name: str, dep: Deployment) -> None:
     """Back up every database whose ``backup_before`` has ``env_name``; link them to ``dep``."""
-    for db in ctx.config.databases:
-        if env_name not in ctx.config.backup_environments(db):
-            continue
+    for db in ctx.config.databases_backed_up_before(env_name):
         if ctx.ledger.backup_for_deployment(dep.id, db.name) is not None:
             continue  # a resumed promotion: its backup was taken
         manifest = take_backup(ctx, db.name, f"before {dep.version} to {env_name}", deployment_id=dep.id)
@@ -347,14 +345,8 @@ def backups_before(ctx: Context, env_name: str, dep: Deployment) -> None:
 
 
 def restore_policy(ctx: Context, db: DatabaseConfig) -> ApprovalConfig:
-    if db.approval is not None:
-        return db.approval
-    last = ctx.config.environments[-1]
-    if last.approval is not None:
-        return last.approval
-    return ApprovalConfig.model_construct(
-        approvers=[], min_approvals=1, forbid_self_approval=False, timeout_seconds=86400
-    )
+    """The database's approvers, else the last environment's, else anyone who gives a name."""
+    return db.approval or ctx.config.environments[-1].approval or ANYONE
 
 
 @flow(name="restore", flow_run_name="restore-{db}", log_prints=True)

@@ -62,12 +62,8 @@ def deploy_version(
     A version marked bad (a rollout's analysis failed) is refused unless ``force``.
     """
     config, ledger, app = ctx.config, ctx.ledger, ctx.config.app
-    record = ledger.release(app, version)
-    if kind == "promote" and record is not None and record.bad and not force:
-        raise ReleaseError(
-            f"{version} is marked bad ({record.bad_reason}); pass --force to promote it anyway"
-        )
     if kind == "promote":
+        refuse_bad(ctx, version, force, "promote")
         check_drill_age(ctx, env.name)
     state = ledger.environment(app, env.name)
     dep = ledger.unfinished(app, env.name, version=version, digest=image.digest)
@@ -142,6 +138,15 @@ def deploy_version(
     if env.strategy.kind == "blue_green":
         scale_down_later(ctx, env, new)
     return final
+
+
+def refuse_bad(ctx: Context, version: str, force: bool, action: str) -> None:
+    """Refuse ``version`` when a rollout's analysis marked it bad, unless ``force``."""
+    record = ctx.ledger.release(ctx.config.app, version)
+    if record is not None and record.bad and not force:
+        raise ReleaseError(
+            f"{version} is marked bad ({record.bad_reason}); pass --force to {action} it anyway"
+        )
 
 
 def _stable(ctx: Context, env: EnvironmentConfig, dep: Deployment) -> Instance | None:

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.common import open_context
-from flows.promote import deploy_version
+from flows.promote import deploy_version, refuse_bad
 from shiplift.errors import ReleaseError, ShipliftError
 from shiplift.images import build_args
 from shiplift.progress import announce
@@ -38,9 +38,7 @@ def release(
     ctx = open_context(config_path)
     config = ctx.config
     log = get_run_logger()
-    known = ctx.ledger.release(config.app, version)
-    if known is not None and known.bad and not force:
-        raise ReleaseError(f"{version} is marked bad ({known.bad_reason}); pass --force to release it anyway")
+    refuse_bad(ctx, version, force, "release")  # before anything is built
 
     args = build_args(config, version, git_sha, extra_build_args or {})
     image = find_pushed_image(config, version, args)

@@ -33,6 +33,12 @@ class Decision:
     at: datetime
 
 
+ANYONE = ApprovalConfig.model_construct(
+    approvers=[], min_approvals=1, forbid_self_approval=False, timeout_seconds=86400
+)
+"""The policy where no approvers are configured: anyone who gives a name, one decision."""
+
+
 def refusal(
     policy: ApprovalConfig, author: str | None, accepted: list[Decision], decision: Decision
 ) -> str | None:

@@ -394,9 +394,12 @@ class Config(_Model):
                     )
         return self
 
-    def backup_environments(self, db: DatabaseConfig) -> list[str]:
-        """The environments whose promotions take a backup of ``db`` first (default: the last one)."""
-        return list(db.backup_before) if db.backup_before is not None else [self.environments[-1].name]
+    def databases_backed_up_before(self, env: str) -> list[DatabaseConfig]:
+        """The databases backed up before a promotion into ``env`` (``backup_before``, default: the last)."""
+        last = [self.environments[-1].name]
+        return [
+            db for db in self.databases if env in (db.backup_before if db.backup_before is not None else last)
+        ]
 
     def database(self, name: str) -> DatabaseConfig:
         for db in self.databases:

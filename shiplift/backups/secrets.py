@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 from sqlalchemy.engine import URL, make_url
 
-from shiplift.backups.crypto import BackupKey, derive_key
 from shiplift.config import DatabaseConfig
 from shiplift.errors import BackupError
 
@@ -65,12 +64,8 @@ class Secrets:
         self.remember(url.password if isinstance(url.password, str) else None)
         return url
 
-    def key(self, db: DatabaseConfig) -> BackupKey:
-        secret, source = self.key_material(db)
-        return derive_key(secret, source)
-
     def key_material(self, db: DatabaseConfig) -> tuple[str, str]:
-        """The key's secret and where it came from (for a worker process that derives it itself)."""
+        """The key's secret and where it came from; ``crypto.derive_key`` makes the key of them."""
         if db.key_secret:
             secret = _secret_block(db.key_secret, f"databases[{db.name}].key_secret")
             source = f"the Prefect Secret block {db.key_secret!r}"
@@ -83,5 +78,4 @@ class Secrets:
                     f"or databases[{db.name}].key_secret"
                 )
         self.remember(secret)
-        derive_key(secret, source)  # refuse a short key here, in one line
         return secret, source
