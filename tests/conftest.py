@@ -6,7 +6,6 @@ before pytest runs; these fixtures start the per-session services on free ports.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,22 +35,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory, docker_engine: object) ->
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `prefect server start` on a free loopback port; every shiplift run talks to it."""
     server = PrefectServer(tmp_path_factory.mktemp("prefect-home")).start()
-    saved = {
-        k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED")
-    }
-    os.environ.update(
-        {
-            "PREFECT_API_URL": server.api,
-            "PREFECT_HOME": str(server.home),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        }
-    )
-    yield server.api
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PREFECT_API_URL", server.api)
+        env.setenv("PREFECT_HOME", str(server.home))
+        env.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        yield server.api
     server.stop()
 
 
@@ -92,12 +80,8 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from tests.support.parts import MotoS3
 
     server = MotoS3(tmp_path_factory.mktemp("moto")).start()
-    saved = {k: os.environ.get(k) for k in server.env()}
-    os.environ.update(server.env())
-    yield server
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in server.env().items():
+            env.setenv(key, value)
+        yield server
     server.stop()

@@ -62,14 +62,8 @@ def bucket(s3: MotoS3) -> str:
 
 
 @pytest.fixture()
-def key_env() -> Iterator[None]:
-    saved = os.environ.get("SHIPLIFT_BACKUP_KEY")
-    os.environ["SHIPLIFT_BACKUP_KEY"] = KEY
-    yield
-    if saved is None:
-        os.environ.pop("SHIPLIFT_BACKUP_KEY", None)
-    else:
-        os.environ["SHIPLIFT_BACKUP_KEY"] = saved
+def key_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPLIFT_BACKUP_KEY", KEY)
 
 
 @pytest.fixture()
