@@ -19,13 +19,11 @@ refused while the newest passed drill is older (see :func:`check_drill_age`).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,8 @@ from flows.common import Context, open_context
 from shiplift.approvals import ANYONE, Outcome
 from shiplift.backups.crypto import BackupKey, derive_key
 from shiplift.backups.engines import Engine, engine_for
-from shiplift.backups.pipeline import Manifest, compare, fetch, find, manifests
+from shiplift.backups.jobs import Job, database_url, drill_job, worker_request
+from shiplift.backups.pipeline import DrillResult, Manifest, fetch, find, manifests
 from shiplift.backups.retention import Item, plan
 from shiplift.backups.secrets import Secrets
 from shiplift.backups.stores import Store, store_for
@@ -52,36 +51,37 @@ from shiplift.progress import announce
 
 @dataclass
 class Parts:
-    """What every backup flow opens for one database; ``secrets`` scrubs what leaves."""
+    """What every backup flow opens for one database; ``secrets`` scrubs what leaves.
+
+    The engine and the store are made on first use: a drill's data moves in its worker, so
+    its flow never needs them (nor boto3's start-up beside the restore).
+    """
 
     db: DatabaseConfig
     secrets: Secrets
-    engine: Engine
-    store: Store
     key: BackupKey
     url: URL
     key_material: tuple[str, str]
 
+    @cached_property
+    def engine(self) -> Engine:
+        return engine_for(self.url, self.secrets)
+
+    @cached_property
+    def store(self) -> Store:
+        return store_for(self.db.store, self.db.store_options)
+
     def __repr__(self) -> str:  # never show the URL or the key
-        return f"Parts(db={self.db.name!r}, store={self.store.url!r})"
+        return f"Parts(db={self.db.name!r}, store={self.db.store!r})"
 
 
 def open_parts(ctx: Context, name: str) -> Parts:
     db = ctx.config.database(name)
     secrets = Secrets()
-    url = secrets.url(db)
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_absolute():
-        url = url.set(database=str(ctx.config.root / url.database))
+    url = database_url(ctx.config.root, db, secrets)
     material = secrets.key_material(db)
-    return Parts(
-        db,
-        secrets,
-        engine_for(url, secrets),
-        store_for(db.store, db.store_options),
-        derive_key(*material),  # a key too short is refused here, in one line
-        url,
-        material,
-    )
+    key = derive_key(*material)  # a key too short is refused here, in one line
+    return Parts(db, secrets, key, url, material)
 
 
 def _scrubbed(parts: Parts, exc: BaseException) -> BackupError:
@@ -106,30 +106,14 @@ def take_backup_task(parts: Parts, release: dict[str, Any] | None, reason: str) 
         >>> take_backup_task(parts, None, "manual")  # doctest: +SKIP
         Manifest(id='20261127T020000Z-3f2a', ...)
     """
-    request = {
-        "url": parts.url.render_as_string(hide_password=False),
-        "key": parts.key_material[0],
-        "key_source": parts.key_material[1],
-        "database": parts.db.name,
-        "store": parts.db.store,
-        "store_options": parts.db.store_options.model_dump(),
-        "release": release,
-        "reason": reason,
-    }
     # the streaming runs in a lean process of its own: see shiplift/backups/worker.py
-    proc = subprocess.run(
-        [sys.executable, "-m", "shiplift.backups.worker"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        check=False,
+    request = worker_request(
+        "backup", parts.url, parts.key_material, parts.db, release=release, reason=reason
     )
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        raise BackupError(
-            parts.secrets.scrub(lines[-1] if lines else f"the backup worker exited {proc.returncode}")
-        )
-    return Manifest.from_json(proc.stdout.encode())
+    job = Job(request, parts.secrets)
+    manifest = Manifest.from_dict(job.answer("manifest"))
+    job.finish()
+    return manifest
 
 
 def take_backup(ctx: Context, name: str, reason: str, deployment_id: int | None = None) -> Manifest:
@@ -214,31 +198,18 @@ def fetch_task(parts: Parts, manifest: Manifest, into: Path) -> float:
 
 
 @task(name="restore-and-verify", cache_policy=NO_CACHE, retries=0)
-def scratch_task(parts: Parts, manifest: Manifest, dump: Path) -> tuple[float, list[str], int]:
-    """Restore into a scratch database, compare with the manifest, run the checks, drop it.
-
-    Returns the restore's seconds, the problems found (none when it passed) and the rows seen.
+def scratch_task(job: Job) -> DrillResult:
+    """The drill's work, in its worker: the backup streamed into a scratch database (download,
+    sha256, decryption and restore at once), compared with the manifest, the checks run, the
+    database dropped.
 
     Example:
-        >>> scratch_task(parts, manifest, Path("/tmp/dump"))  # doctest: +SKIP
-        (4.1, [], 1000)
+        >>> scratch_task(job)  # doctest: +SKIP
+        DrillResult(restored_in=4.1, seconds=4.3, problems=[], rows=1000)
     """
-    t0 = time.monotonic()
-    try:
-        methods = {name: str(t.get("hash", "text")) for name, t in manifest.tables.items()}
-        with parts.engine.scratch(dump, methods) as scratch:
-            restored_in = time.monotonic() - t0
-            tables = scratch.tables()
-            problems = compare(manifest, tables)
-            for check in parts.db.checks:
-                try:
-                    if not scratch.check(check.sql):
-                        problems.append(f"check {check.name!r} is false")
-                except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
-                    problems.append(f"check {check.name!r} failed: {type(exc).__name__}")
-    except Exception as exc:
-        raise _scrubbed(parts, exc) from None
-    return restored_in, problems, sum(t.rows for t in tables.values())
+    result = DrillResult(**job.answer("result"))
+    job.finish()
+    return result
 
 
 @flow(name="drill", flow_run_name="drill-{db}", log_prints=True)
@@ -246,30 +217,28 @@ def drill_flow(config_path: str, db: str, backup_id: str | None = None) -> dict[
     """Prove the newest (or a named) backup of ``db`` restores into a working database."""
     ctx = open_context(config_path)
     parts = open_parts(ctx, db)
-    started = now()
+    job = drill_job(config_path, parts.db, backup_id, parts.url, parts.key_material, parts.secrets)
+    started = job.started
     manifest: Manifest | None = None
-    fetched = restored = None
+    restored = seconds = None
     rows: int | None = None
     try:
-        manifest = find(parts.store, db, backup_id)
+        manifest = Manifest.from_dict(job.answer("manifest"))
         announce(f"drill of {db}: backup {manifest.id}")
-        with tempfile.TemporaryDirectory(prefix="shiplift-drill-") as tmp:
-            dump = Path(tmp) / "dump"
-            fetched = fetch_task(parts, manifest, dump)
-            restored, problems, rows = scratch_task(parts, manifest, dump)
+        result = scratch_task(job)
+        restored, seconds, problems, rows = result.restored_in, result.seconds, result.problems, result.rows
         passed = not problems
         reason = (
             "; ".join(problems)
             if problems
             else (
-                f"restored in {fetched + restored:.2f}s; "
+                f"restored in {restored:.2f}s; "
                 f"{len(manifest.tables)} tables, {rows} rows match the manifest"
                 + (f"; {len(parts.db.checks)} checks true" if parts.db.checks else "")
             )
         )
     except BackupError as exc:
         passed, reason = False, parts.secrets.scrub(str(exc))
-    seconds = (fetched or 0.0) + (restored or 0.0) if restored is not None else None
     backup_name = manifest.id if manifest else (backup_id or "(none)")
     record = ctx.ledger.record_drill(
         app=ctx.config.app,
@@ -287,8 +256,9 @@ def drill_flow(config_path: str, db: str, backup_id: str | None = None) -> dict[
         markdown=(
             f"### Restore drill of {db}: {'passed' if passed else 'FAILED'}\n\n| | |\n|---|---|\n"
             f"| backup | {backup_name} |\n| verdict | {reason} |\n"
-            f"| fetch + verify + decrypt | {'' if fetched is None else f'{fetched:.2f}s'} |\n"
-            f"| restore | {'' if restored is None else f'{restored:.2f}s'} |\n"
+            f"| restored and checksummed | {'' if restored is None else f'{restored:.2f}s'} "
+            "(download, sha256, decryption, load, indexes, row checksums) |\n"
+            f"| whole drill | {'' if seconds is None else f'{seconds:.2f}s'} |\n"
             f"| rows checked | {rows or ''} |\n"
         ),
         description=f"restore drill of {db}",

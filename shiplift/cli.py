@@ -422,6 +422,9 @@ def drill(
     """Restore drill: restore the newest (or a named) backup of DB into a scratch database and check it."""
     cfg = _load(config)
     _known_db(cfg, db)
+    from shiplift.backups.jobs import start_drill_early
+
+    start_drill_early(cfg, str(config), db, backup_id)  # streams while Prefect loads
     from flows.backup import drill_flow
 
     result = _run_flow(drill_flow, verbose, config_path=str(config), db=db, backup_id=backup_id)

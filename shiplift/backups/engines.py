@@ -2,7 +2,9 @@
 
 - PostgreSQL: ``pg_dump -Fc`` (compression off: the pipeline compresses with zstd) reading
   an exported snapshot, while the same snapshot is counted and checksummed table by table, so
-  the manifest's figures are those of the dump; restore with ``pg_restore -j``.
+  the manifest's figures are those of the dump. A drill streams the download into
+  ``pg_restore`` (the data as it arrives, then indexes and constraints with ``-j``); a real
+  restore runs ``pg_restore -j`` on the verified file.
 - SQLite: the online backup API copies the database into a file, consistent while the app
   writes; the figures are taken from that copy.
 
@@ -13,7 +15,9 @@ text. The same figures taken after a restore must match the manifest's.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import itertools
 import os
 import shutil
 import sqlite3
@@ -21,18 +25,21 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.engine import URL
 
+from shiplift.backups import pgcopy
 from shiplift.backups.secrets import Secrets
 from shiplift.errors import BackupError
 
 Sink = Callable[[bytes], None]
 READ = 1 << 20
+PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 MOD = 1 << 64
 
 
@@ -58,11 +65,14 @@ class Engine(Protocol):
     def dump(self, sink: Sink) -> DumpInfo:
         """Stream a consistent dump into ``sink``; return the figures of that same state."""
 
-    def scratch(self, dump: Path, methods: dict[str, str]) -> contextlib.AbstractContextManager[Scratch]:
-        """Restore ``dump`` into a new scratch database, yield it, drop it afterwards.
+    def scratch(
+        self, dump: Iterable[bytes], methods: dict[str, str]
+    ) -> contextlib.AbstractContextManager[Scratch]:
+        """Restore the dump streamed by ``dump`` into a new scratch database, yield it, drop it.
 
-        The yielded database's :meth:`Scratch.tables` are its figures, every table hashed with
-        ``methods[table]`` (the manifest's choice).
+        ``dump`` may raise at any point, its end included (see ``pipeline.plain``): nothing is
+        yielded then. The yielded database's :meth:`Scratch.tables` are its figures, every
+        table hashed with ``methods[table]`` (the manifest's choice).
         """
 
     def restore_live(self, dump: Path) -> None:
@@ -141,11 +151,10 @@ HASHES = {
 
 
 def _pg_unit(conn: Any, table: str, where: str, method: str) -> tuple[int, int]:
-    rows, high, low = conn.execute(
-        "SELECT count(*), coalesce(sum(h >> 32), 0), coalesce(sum(h & 4294967295), 0) "  # noqa: S608
-        f"FROM (SELECT {HASHES[method]} AS h FROM {table} t{where}) s"
+    rows, total = conn.execute(
+        f"SELECT count(*), coalesce(sum({HASHES[method]}::numeric), 0) FROM {table} t{where}"  # noqa: S608
     ).fetchone()
-    return int(rows), ((int(high) << 32) + int(low)) % MOD
+    return int(rows), int(total) % MOD
 
 
 def _pg_sums(
@@ -157,7 +166,8 @@ def _pg_sums(
     text conversion — or, for a table with a column type that has none (json, point…),
     ``hashtextextended(row::text, 0)``. ``methods`` fixes the method per table (a drill uses
     the manifest's); otherwise ``record`` is tried first. A table's checksum is the sum of its
-    rows' hashes modulo 2⁶⁴, summed in bigint as two 32-bit halves (far cheaper than numeric).
+    rows' hashes modulo 2⁶⁴, summed exactly in numeric (measured cheaper here than two 32-bit
+    halves summed in bigint; both give the same figure, so older manifests still compare).
     """
     chosen = dict(methods or {})
     if methods is None:
@@ -301,7 +311,7 @@ class PostgresEngine:
         return DumpInfo(engine=self.kind, server_version=version, tool=tool_version, tables=sums)
 
     @contextlib.contextmanager
-    def scratch(self, dump: Path, methods: dict[str, str]) -> Iterator[Scratch]:
+    def scratch(self, dump: Iterable[bytes], methods: dict[str, str]) -> Iterator[Scratch]:
         name = f"shiplift_drill_{uuid.uuid4().hex[:12]}"
         admin = self._connect(autocommit=True)
         try:
@@ -309,7 +319,8 @@ class PostgresEngine:
             try:
                 conns: list[Any] = []
                 try:
-                    figures = self._restore_scratch(dump, name, methods, conns)
+                    with tempfile.TemporaryDirectory(prefix="shiplift-drill-") as tmp:
+                        figures = self._restore_scratch(iter(dump), name, methods, conns, Path(tmp) / "head")
                     yield _PgScratch(conns, figures)
                 finally:
                     for conn in conns:
@@ -327,28 +338,128 @@ class PostgresEngine:
         if proc.returncode != 0:
             raise self._fail("pg_restore failed", proc.stderr)
 
+    def _feed(self, chunks: Iterator[bytes], database: str, section: str, head: Path | None = None) -> None:
+        """``pg_restore --section=SECTION`` reading the archive from ``chunks`` through a pipe.
+
+        With ``head``, every chunk is also written to that file until pg_restore has read what
+        it needs and exits (pre-data reads only the archive's header and table of contents):
+        the file then holds them, and ``chunks`` continues where pg_restore stopped.
+        """
+        args = [pg_tool("pg_restore"), "--no-owner", "--no-privileges", f"--section={section}"]
+        with tempfile.TemporaryFile() as errors, contextlib.ExitStack() as stack:
+            copy = stack.enter_context(open(head, "wb")) if head is not None else None
+            proc = subprocess.Popen(
+                [*args, *self._args(database)], stdin=subprocess.PIPE, stderr=errors, env=self._env()
+            )
+            assert proc.stdin is not None
+            try:
+                for chunk in chunks:
+                    if copy is not None:
+                        copy.write(chunk)
+                    proc.stdin.write(chunk)
+                proc.stdin.close()
+            except BrokenPipeError:
+                if head is None:  # the data must all go in: pg_restore failed, its message says why
+                    proc.wait()
+                    errors.seek(0)
+                    raise self._fail("pg_restore failed", errors.read()) from None
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            if proc.wait() != 0:
+                errors.seek(0)
+                raise self._fail("pg_restore failed", errors.read())
+
+    def _load_data(self, chunks: Iterator[bytes], database: str, conns: list[Any]) -> None:
+        """The data section of the streamed dump: ``pg_restore -f -`` renders it as SQL, the rows
+        of each COPY go over all ``conns`` at once, the rest (sequence values, large objects)
+        through ``psql`` (see ``pgcopy``)."""
+        env = self._env()
+        with tempfile.TemporaryFile() as render_errors, tempfile.TemporaryFile() as psql_errors:
+            render = subprocess.Popen(
+                [pg_tool("pg_restore"), "--section=data", "--no-owner", "--no-privileges", "-f", "-"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=render_errors,
+                env=env,
+            )
+            psql = subprocess.Popen(
+                [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *self._args(database)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=psql_errors,
+                env=env,
+            )
+            assert render.stdin is not None and render.stdout is not None and psql.stdin is not None
+            for pipe in (render.stdin, render.stdout):
+                with contextlib.suppress(OSError):  # larger pipes: fewer switches between the processes
+                    fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+            streamed: list[BaseException] = []
+
+            def feed() -> None:
+                assert render.stdin is not None
+                try:
+                    for chunk in chunks:
+                        render.stdin.write(chunk)
+                    render.stdin.close()
+                except BrokenPipeError:
+                    pass  # pg_restore stopped: its exit code says why
+                except BaseException as exc:  # noqa: BLE001 - the stream's verdict comes first
+                    streamed.append(exc)
+                    render.kill()
+
+            feeder = threading.Thread(target=feed, daemon=True)
+            feeder.start()
+            try:
+                pgcopy.load(render.stdout, conns, psql.stdin.write)
+                psql.stdin.close()
+            except BaseException:
+                render.kill()
+                psql.kill()
+                feeder.join()
+                if streamed:
+                    raise streamed[0] from None
+                raise
+            finally:
+                render.wait()
+                psql.wait()
+            feeder.join()
+            if streamed:
+                raise streamed[0]
+            for proc, errors, what in ((render, render_errors, "pg_restore"), (psql, psql_errors, "psql")):
+                if proc.returncode != 0:
+                    errors.seek(0)
+                    raise self._fail(f"{what} failed", errors.read())
+
     def _restore_scratch(
-        self, dump: Path, database: str, methods: dict[str, str], conns: list[Any]
+        self, chunks: Iterator[bytes], database: str, methods: dict[str, str], conns: list[Any], head: Path
     ) -> dict[str, TableSum]:
-        """The whole dump into a throw-away database; return its figures.
+        """The whole streamed dump into a throw-away database; return its figures.
 
         A drill proves the dump restores and holds the manifest's rows; the scratch database is
-        dropped afterwards, so writing its data and indexes to the WAL would only cost time. The
-        schema goes in first (pre-data), every table is switched to UNLOGGED while still empty,
-        then the data is restored with ``-j``; the tables are counted and checksummed (over
-        ``conns``, opened here) while post-data (indexes, constraints) is restored beside them.
+        dropped afterwards. Nothing of the dump is written to disk but its head (header and
+        table of contents), and the download overlaps the load:
+
+        1. pre-data (the schema) from the head of the stream, kept in the file ``head``;
+        2. every table switched to UNLOGGED while still empty — writing the WAL of a database
+           that is dropped afterwards would only cost time;
+        3. the data section from the head and the rest of the stream, as it arrives, every
+           table's rows split over ``conns`` (:meth:`_load_data`);
+        4. post-data (indexes, constraints) with ``-j`` from ``head``, while the tables are
+           counted and checksummed over ``conns`` (opened here).
         """
-        self._restore(dump, database, "--section=pre-data")
+        self._feed(chunks, database, "pre-data", head=head)
         conns.extend(self._connect(database, autocommit=True) for _ in range(self.jobs))
         for table, _pages in conns[0].execute(PG_TABLES).fetchall():
             with contextlib.suppress(Exception):  # partitioned parents, …: stay logged
                 conns[0].execute(f"ALTER TABLE {table} SET UNLOGGED")
-        self._restore(dump, database, "--section=data")
+        self._load_data(itertools.chain(_file_chunks(head), chunks), database, conns)
         post: list[BaseException] = []
 
         def post_data() -> None:
             try:
-                self._restore(dump, database, "--section=post-data")
+                self._restore(head, database, "--section=post-data")
             except BaseException as exc:  # noqa: BLE001 - raised below
                 post.append(exc)
 
@@ -365,6 +476,12 @@ class PostgresEngine:
 
     def restore_live(self, dump: Path) -> None:
         self._restore(dump, self.url.database or "", "--clean", "--if-exists")
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(READ):
+            yield chunk
 
 
 class _PgScratch:
@@ -437,8 +554,18 @@ class SQLiteEngine:
         )
 
     @contextlib.contextmanager
-    def scratch(self, dump: Path, methods: dict[str, str]) -> Iterator[Scratch]:
-        conn = sqlite3.connect(f"file:{dump}?mode=ro", uri=True)
+    def scratch(self, dump: Iterable[bytes], methods: dict[str, str]) -> Iterator[Scratch]:
+        with tempfile.TemporaryDirectory(prefix="shiplift-drill-") as tmp:
+            copy = Path(tmp) / "restored.db"
+            with open(copy, "wb") as out:
+                for chunk in dump:
+                    out.write(chunk)
+            with self._open_scratch(copy) as scratch:
+                yield scratch
+
+    @contextlib.contextmanager
+    def _open_scratch(self, copy: Path) -> Iterator[Scratch]:
+        conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
         try:
             verdict = conn.execute("PRAGMA integrity_check").fetchone()
             if not verdict or verdict[0] != "ok":

@@ -6,9 +6,11 @@ manifest (``<db>/<id>.manifest.json``): engine and server version, start and end
 object's sha256, per-table row counts and checksums, the key id, and the release live in prod
 at the time. Neither holds a password or the key.
 
-Fetch (drills and restores): ``download → sha256 → decrypt → zstd → file``. The object's size
-and sha256 are checked against the manifest before anything is restored, so a flipped byte is
-named as a checksum mismatch and a cut object as truncated; a wrong key is named by its id.
+Fetch: ``download → sha256 → decrypt → zstd``, as a stream of authenticated chunks
+(:func:`plain`). A drill restores that stream into its scratch database as it arrives; a real
+restore first writes it to a file (:func:`fetch`), so the object's size and sha256 are checked
+against the manifest before the live database is touched. A flipped byte is named as a
+checksum mismatch, a cut object as truncated, a wrong key by its id.
 """
 
 from __future__ import annotations
@@ -72,7 +74,10 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
-        raw = json.loads(data)
+        return cls.from_dict(json.loads(data))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Manifest:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in raw.items() if k in known})
 
@@ -185,8 +190,15 @@ def find(store: Store, database: str, backup_id: str | None) -> Manifest:
     return Manifest.from_json(store.get_bytes(keys[-1]))
 
 
-def fetch(store: Store, manifest: Manifest, key: BackupKey, into: Path) -> None:
-    """Download, verify, decrypt and decompress the backup of ``manifest`` into the file ``into``."""
+def plain(store: Store, manifest: Manifest, key: BackupKey) -> Iterator[bytes]:
+    """The dump of ``manifest``'s backup, downloaded, decrypted and decompressed as it streams.
+
+    Every chunk yielded has passed AES-GCM's authentication under ``key``, so nothing altered
+    reaches a restore. The object's size and sha256 are checked when the download ends, and
+    the iterator raises there: a consumer must treat what it restored as void until the
+    iterator is exhausted. After a failed decryption the rest is still downloaded and hashed,
+    so a flipped byte is named as a checksum mismatch and a cut object as truncated.
+    """
     if manifest.key_id != key.key_id:
         raise BackupError(
             f"wrong key: backup {manifest.id} was encrypted with key id {manifest.key_id}, "
@@ -197,21 +209,22 @@ def fetch(store: Store, manifest: Manifest, key: BackupKey, into: Path) -> None:
     decryptor = Decryptor(key)
     decompressor = zstandard.ZstdDecompressor().decompressobj()
     problem: BackupError | None = None
-    chunks: Iterator[bytes] = prefetch(store.reader(manifest.object))
-    with open(into, "wb") as out:
-        for chunk in chunks:
-            size += len(chunk)
-            sha.update(chunk)
-            if problem is not None:
-                continue  # keep hashing: a checksum mismatch explains a decryption failure
-            try:
-                plain = decryptor.update(chunk)
-                if plain:
-                    out.write(decompressor.decompress(plain))
-            except BackupError as exc:
-                problem = exc
-            except zstandard.ZstdError as exc:
-                problem = BackupError(f"corrupted backup: zstd: {exc}")
+    for chunk in prefetch(store.reader(manifest.object)):
+        size += len(chunk)
+        sha.update(chunk)
+        if problem is not None:
+            continue  # keep hashing: a checksum mismatch explains a decryption failure
+        out = b""
+        try:
+            sealed = decryptor.update(chunk)
+            if sealed:
+                out = decompressor.decompress(sealed)
+        except BackupError as exc:
+            problem = exc
+        except zstandard.ZstdError as exc:
+            problem = BackupError(f"corrupted backup: zstd: {exc}")
+        if out:
+            yield out
     if size < manifest.size_stored:
         raise BackupError(
             f"truncated backup {manifest.id}: the store has {size} of {manifest.size_stored} bytes"
@@ -226,6 +239,13 @@ def fetch(store: Store, manifest: Manifest, key: BackupKey, into: Path) -> None:
     decryptor.finish()
     if not decompressor.eof:
         raise BackupError(f"truncated backup {manifest.id}: the compressed stream does not end")
+
+
+def fetch(store: Store, manifest: Manifest, key: BackupKey, into: Path) -> None:
+    """Download, verify, decrypt and decompress the backup of ``manifest`` into the file ``into``."""
+    with open(into, "wb") as out:
+        for chunk in plain(store, manifest, key):
+            out.write(chunk)
 
 
 def prefetch(chunks: Iterator[bytes], depth: int = 8) -> Iterator[bytes]:
@@ -262,3 +282,37 @@ def compare(manifest: Manifest, restored: dict[str, TableSum]) -> list[str]:
     for name in sorted(set(restored) - set(manifest.tables)):
         problems.append(f"table {name} is not in the manifest")
     return problems
+
+
+@dataclass
+class DrillResult:
+    restored_in: float
+    """Seconds until the scratch database was restored, counted and checksummed."""
+    seconds: float
+    """Seconds of the whole drill: download to dropped scratch database."""
+    problems: list[str]
+    """What differs from the manifest or failed; empty when the drill passed."""
+    rows: int
+
+
+def drill(
+    engine: Engine, store: Store, key: BackupKey, manifest: Manifest, checks: list[tuple[str, str]]
+) -> DrillResult:
+    """Stream ``manifest``'s backup into a scratch database, compare it, run ``checks``, drop it.
+
+    ``checks`` are ``(name, sql)`` pairs whose query must return a true first column. A check
+    that raises is a failed check, named without the database's error text.
+    """
+    t0 = time.monotonic()
+    methods = {name: str(t.get("hash", "text")) for name, t in manifest.tables.items()}
+    with engine.scratch(plain(store, manifest, key), methods) as scratch:
+        restored_in = time.monotonic() - t0
+        tables = scratch.tables()
+        problems = compare(manifest, tables)
+        for name, sql in checks:
+            try:
+                if not scratch.check(sql):
+                    problems.append(f"check {name!r} is false")
+            except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
+                problems.append(f"check {name!r} failed: {type(exc).__name__}")
+    return DrillResult(restored_in, time.monotonic() - t0, problems, sum(t.rows for t in tables.values()))

@@ -1,47 +1,77 @@
-"""One backup in a lean process of its own: ``python -m shiplift.backups.worker``.
+"""Backups and drills in a lean process of their own: ``python -m shiplift.backups.worker``.
 
-The flow (a Prefect process, large before it streams a byte) starts this worker for the
-streaming part, so the memory of the process that moves the data is its few imports and one
-S3 part, whatever the database's size. The request comes as JSON on stdin — never argv or the
-environment, since it holds the database URL and the key — and the manifest goes back as JSON
-on stdout; a failure is one scrubbed line on stderr and exit code 1.
+The flows (Prefect processes, large before they stream a byte) start this worker for the part
+that moves the data, so the memory of the process that streams is its few imports and one S3
+part, whatever the database's size, and a drill can start while Prefect is still loading (see
+``shiplift/backups/drills.py``). The request comes as one JSON line on stdin — never argv or
+the environment, since it holds the database URL and the key. Each answer is one JSON line on
+stdout:
+
+- ``{"op": "backup", …}`` → ``{"manifest": …}`` once the backup is stored;
+- ``{"op": "drill", …}`` → ``{"manifest": …}`` once the backup is found, then
+  ``{"result": …}`` once the scratch database is checked and dropped.
+
+A failure is one scrubbed line on stderr and exit code 1. SIGTERM stops a drill and drops its
+scratch database.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+from dataclasses import asdict
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
 from shiplift.backups.crypto import derive_key
 from shiplift.backups.engines import engine_for
-from shiplift.backups.pipeline import backup
+from shiplift.backups.pipeline import Manifest, backup, drill, find
 from shiplift.backups.secrets import Secrets
 from shiplift.backups.stores import store_for
 from shiplift.config import StoreOptions
 
 
+def _answer(**payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def _manifest(manifest: Manifest) -> dict[str, Any]:
+    return asdict(manifest)
+
+
 def main() -> int:
-    request = json.loads(sys.stdin.read())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: the scratch database is dropped
+    request = json.loads(sys.stdin.readline())
     secrets = Secrets()
     secrets.remember(request["key"])
     try:
         url = make_url(request["url"])
         secrets.remember(url.password if isinstance(url.password, str) else None)
-        manifest = backup(
-            engine_for(url, secrets),
-            store_for(request["store"], StoreOptions(**request["store_options"])),
-            derive_key(request["key"], request["key_source"]),
-            database=request["database"],
-            release=request["release"],
-            reason=request["reason"],
-        )
+        engine = engine_for(url, secrets)
+        store = store_for(request["store"], StoreOptions(**request["store_options"]))
+        key = derive_key(request["key"], request["key_source"])
+        if request.get("op", "backup") == "backup":
+            made = backup(
+                engine,
+                store,
+                key,
+                database=request["database"],
+                release=request["release"],
+                reason=request["reason"],
+            )
+            _answer(manifest=_manifest(made))
+        else:
+            found = find(store, request["database"], request.get("backup_id"))
+            _answer(manifest=_manifest(found))
+            result = drill(engine, store, key, found, [(c[0], c[1]) for c in request.get("checks", [])])
+            _answer(result=asdict(result))
     except Exception as exc:  # noqa: BLE001 - one scrubbed line for the flow
         text = str(exc) if type(exc).__name__ == "BackupError" else f"{type(exc).__name__}: {exc}"
         print(secrets.scrub(" ".join(text.split()))[:400], file=sys.stderr)
         return 1
-    sys.stdout.write(manifest.to_json().decode())
     return 0
 
 

@@ -1,0 +1,148 @@
+"""The flows' side of ``python -m shiplift.backups.worker``: start a job, read its answers.
+
+A drill's work — download, decrypt, restore, checksum, drop — runs in the worker. ``shiplift
+drill`` starts it with :func:`start_drill_early` as soon as the config is read, before Prefect
+is imported (a few seconds on a small machine), and the drill flow then takes that job over
+with :func:`drill_job` instead of starting its own. A drill whose URL or key is a Prefect
+Secret block cannot start early (reading the block needs Prefect); the flow starts it then.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from shiplift.backups.secrets import Secrets
+from shiplift.config import Config, DatabaseConfig
+from shiplift.errors import BackupError
+
+
+def database_url(root: Path, db: DatabaseConfig, secrets: Secrets) -> URL:
+    """``db``'s URL, its secrets remembered; a relative SQLite path is relative to ``root``."""
+    url = secrets.url(db)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_absolute():
+        url = url.set(database=str(root / url.database))
+    return url
+
+
+def worker_request(
+    op: str, url: URL, key_material: tuple[str, str], db: DatabaseConfig, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "op": op,
+        "url": url.render_as_string(hide_password=False),
+        "key": key_material[0],
+        "key_source": key_material[1],
+        "database": db.name,
+        "store": db.store,
+        "store_options": db.store_options.model_dump(),
+        **extra,
+    }
+
+
+def drill_request(
+    url: URL, key_material: tuple[str, str], db: DatabaseConfig, backup_id: str | None
+) -> dict[str, Any]:
+    checks = [(c.name, c.sql) for c in db.checks]
+    return worker_request("drill", url, key_material, db, backup_id=backup_id, checks=checks)
+
+
+class Job:
+    """One worker process; :meth:`answer` reads its next JSON line."""
+
+    def __init__(self, request: dict[str, Any], secrets: Secrets) -> None:
+        self.secrets = secrets
+        self.started = datetime.now(UTC)
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish, stop or answer
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "shiplift.backups.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._errors,
+        )
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(request).encode() + b"\n")
+        self._proc.stdin.close()
+
+    def answer(self, what: str) -> Any:
+        """The ``what`` of the worker's next answer; its error line as a BackupError if it failed."""
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            code = self._proc.wait()
+            self._errors.seek(0)
+            lines = [x for x in self._errors.read().decode(errors="replace").splitlines() if x.strip()]
+            self._errors.close()
+            raise BackupError(self.secrets.scrub(lines[-1] if lines else f"the backup worker exited {code}"))
+        return json.loads(line)[what]
+
+    def finish(self) -> None:
+        """Wait for a worker that has answered everything."""
+        self._proc.wait()
+        self._errors.close()
+
+    def stop(self) -> None:
+        """Stop the worker; a drill drops its scratch database on the way out."""
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._errors.close()
+
+
+_early: dict[tuple[str, str, str | None], Job] = {}
+
+
+def _key(config_path: str, db: str, backup_id: str | None) -> tuple[str, str, str | None]:
+    return str(Path(config_path).resolve()), db, backup_id
+
+
+def start_drill_early(config: Config, config_path: str, db: str, backup_id: str | None) -> None:
+    """Start the drill of ``db`` now, for the drill flow of the same arguments to take over.
+
+    Does nothing when the URL or key needs Prefect, or when they cannot be read: the flow
+    starts the job then, and reports what is wrong.
+    """
+    database = config.database(db)
+    if database.url.startswith("secret:") or database.key_secret:
+        return
+    secrets = Secrets()
+    try:
+        url = database_url(config.root, database, secrets)
+        material = secrets.key_material(database)
+    except BackupError:
+        return
+    _early[_key(config_path, db, backup_id)] = Job(drill_request(url, material, database, backup_id), secrets)
+    atexit.register(_stop_untaken)
+
+
+def _stop_untaken() -> None:
+    for job in _early.values():
+        with contextlib.suppress(Exception):
+            job.stop()
+    _early.clear()
+
+
+def drill_job(
+    config_path: str,
+    db: DatabaseConfig,
+    backup_id: str | None,
+    url: URL,
+    key_material: tuple[str, str],
+    secrets: Secrets,
+) -> Job:
+    """The drill started early for these arguments, else a new one."""
+    early = _early.pop(_key(config_path, db.name, backup_id), None)
+    return early or Job(drill_request(url, key_material, db, backup_id), secrets)
