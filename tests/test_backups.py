@@ -217,16 +217,17 @@ def test_a_corrupted_or_foreign_backup_fails_its_drill(
     failed_ids = {r["id"] for r in runs if r["state_type"] == "FAILED"}
     failed_runs = {d.run_id for d in ledger.drills(dbproject.app, "main") if not d.passed}
     assert failed_runs and failed_runs <= failed_ids
-    events = httpx.post(
-        f"{api}/events/filter",
-        json={
-            "filter": {
-                "event": {"name": ["shiplift.drill.failed"]},
-                "any_resource": {"id_prefix": [f"shiplift.database.{dbproject.app}."]},
-            },
-            "limit": 50,
+    query = {
+        "filter": {
+            "event": {"name": ["shiplift.drill.failed"]},
+            "any_resource": {"id_prefix": [f"shiplift.database.{dbproject.app}."]},
         },
-    ).json()["events"]
+        "limit": 50,
+    }
+    deadline = time.monotonic() + 30  # the server stores events in batches, a few seconds apart
+    while len(events := httpx.post(f"{api}/events/filter", json=query).json()["events"]) < 3:
+        assert time.monotonic() < deadline, f"{len(events)} shiplift.drill.failed events, not 3"
+        time.sleep(0.5)
     assert len(events) == 3 and {e["payload"]["backup"] for e in events} == {made["id"]}
 
 
