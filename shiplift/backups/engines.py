@@ -124,24 +124,14 @@ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY 1
 """
 
-SLICE_PAGES = 16384
-"""Pages (128 MiB) per unit of checksum work: large tables are split by ctid ranges."""
 
+def _pg_work(tables: list[tuple[str, int]]) -> list[str]:
+    """The tables, largest first: a large one starts at once, the small ones fill in beside it.
 
-def _pg_work(tables: list[tuple[str, int]]) -> list[tuple[str, str]]:
-    """(table, WHERE clause) units: whole small tables, ctid ranges of large ones."""
-    work = []
-    for table, pages in tables:
-        if pages <= SLICE_PAGES:
-            work.append((table, ""))
-            continue
-        bounds = list(range(0, pages, SLICE_PAGES))
-        for i, start in enumerate(bounds):
-            where = f" WHERE ctid >= '({start},0)'::tid"
-            if i + 1 < len(bounds):
-                where += f" AND ctid < '({bounds[i + 1]},0)'::tid"
-            work.append((table, where))
-    return work
+    Each table is one query; PostgreSQL spreads a large one over its parallel workers (a
+    parallel sequential scan measured twice as fast here as splitting it by ctid ranges).
+    """
+    return [table for table, _pages in sorted(tables, key=lambda t: -t[1])]
 
 
 HASHES = {
@@ -150,9 +140,9 @@ HASHES = {
 }
 
 
-def _pg_unit(conn: Any, table: str, where: str, method: str) -> tuple[int, int]:
+def _pg_unit(conn: Any, table: str, method: str) -> tuple[int, int]:
     rows, total = conn.execute(
-        f"SELECT count(*), coalesce(sum({HASHES[method]}::numeric), 0) FROM {table} t{where}"  # noqa: S608
+        f"SELECT count(*), coalesce(sum({HASHES[method]}::numeric), 0) FROM {table} t"  # noqa: S608
     ).fetchone()
     return int(rows), int(total) % MOD
 
@@ -189,8 +179,8 @@ def _pg_sums(
                 with lock:
                     if not work or failure:
                         return
-                    table, where = work.pop(0)
-                rows, total = _pg_unit(conn, table, where, chosen.get(table, "text"))
+                    table = work.pop(0)
+                rows, total = _pg_unit(conn, table, chosen.get(table, "text"))
                 with lock:
                     totals[table][0] += rows
                     totals[table][1] = (totals[table][1] + total) % MOD
@@ -378,7 +368,15 @@ class PostgresEngine:
         env = self._env()
         with tempfile.TemporaryFile() as render_errors, tempfile.TemporaryFile() as psql_errors:
             render = subprocess.Popen(
-                [pg_tool("pg_restore"), "--section=data", "--no-owner", "--no-privileges", "-f", "-"],
+                [
+                    *_big_stdio(),
+                    pg_tool("pg_restore"),
+                    "--section=data",
+                    "--no-owner",
+                    "--no-privileges",
+                    "-f",
+                    "-",
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=render_errors,
@@ -476,6 +474,13 @@ class PostgresEngine:
 
     def restore_live(self, dump: Path) -> None:
         self._restore(dump, self.url.database or "", "--clean", "--if-exists")
+
+
+def _big_stdio() -> list[str]:
+    """``stdbuf`` with 1 MiB stdin and stdout buffers, when coreutils has it: pg_restore's stdio
+    otherwise moves a rendered dump in 4 KiB reads and writes (half its CPU in system calls)."""
+    stdbuf = shutil.which("stdbuf")
+    return [stdbuf, f"-i{PIPE_SIZE}", f"-o{PIPE_SIZE}"] if stdbuf else []
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:
