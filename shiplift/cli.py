@@ -14,11 +14,13 @@ import os
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+import atexit
 import getpass
 import json
 import logging
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -550,10 +552,34 @@ def serve(
     serve_flows(str(config), limit=limit)
 
 
-def main() -> None:
+def main() -> NoReturn:
+    """The ``shiplift`` command; ends the process without the interpreter's teardown.
+
+    With Prefect loaded, Python's own finalization (module by module) takes about half a
+    second after the command is done. The exit handlers still run — Prefect's flush its logs
+    and events to the API, temporary directories are removed — then the process ends.
+    """
     try:
-        app()
-    except ShipliftError as exc:  # pragma: no cover - commands map their own errors
-        _fail(str(exc), exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        try:
+            app()
+        except ShipliftError as exc:  # pragma: no cover - commands map their own errors
+            _fail(str(exc), exc.exit_code)
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+    except SystemExit as exc:
+        _exit_now(exc.code)
+    _exit_now(0)
+
+
+def _exit_now(code: object) -> NoReturn:
+    if not isinstance(code, int):
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()  # what the interpreter would wait for
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
