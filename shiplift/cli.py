@@ -71,8 +71,19 @@ def _quiet_prefect(verbose: bool) -> None:
 
 
 def _run_flow(fn: Any, verbose: bool, **params: Any) -> Any:
-    """Run a flow in this process with a live status line; map failures to exit codes."""
+    """Run a flow in this process with a live status line; map failures to exit codes.
+
+    The run emits no heartbeats unless ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` is set: this
+    process watches it to the end and says so if it fails, and Prefect's heartbeat thread,
+    which sleeps in whole seconds, holds up the end of every run by up to one. Deployments
+    served by ``shiplift serve`` keep Prefect's setting.
+    """
     import prefect.logging.configuration  # noqa: F401 - configure logging before we adjust it
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    beats = (
+        {} if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    )
 
     _quiet_prefect(verbose)
     status = err.status("starting", spinner="dots") if err.is_terminal else None
@@ -87,7 +98,8 @@ def _run_flow(fn: Any, verbose: bool, **params: Any) -> Any:
     try:
         if status is not None:
             status.start()
-        return fn(**params)
+        with temporary_settings(updates=beats):
+            return fn(**params)
     except ShipliftError as exc:
         if status is not None:
             status.stop()

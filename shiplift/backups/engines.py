@@ -328,31 +328,26 @@ class PostgresEngine:
         if proc.returncode != 0:
             raise self._fail("pg_restore failed", proc.stderr)
 
-    def _feed(self, chunks: Iterator[bytes], database: str, section: str, head: Path | None = None) -> None:
-        """``pg_restore --section=SECTION`` reading the archive from ``chunks`` through a pipe.
+    def _pre_data(self, chunks: Iterator[bytes], database: str, head: Path) -> None:
+        """``pg_restore --section=pre-data`` reading the archive from ``chunks`` through a pipe.
 
-        With ``head``, every chunk is also written to that file until pg_restore has read what
-        it needs and exits (pre-data reads only the archive's header and table of contents):
-        the file then holds them, and ``chunks`` continues where pg_restore stopped.
+        Every chunk is also written to the file ``head`` until pg_restore has read what it
+        needs — the archive's header and table of contents — and exits: the file then holds
+        them, and ``chunks`` continues where pg_restore stopped.
         """
-        args = [pg_tool("pg_restore"), "--no-owner", "--no-privileges", f"--section={section}"]
-        with tempfile.TemporaryFile() as errors, contextlib.ExitStack() as stack:
-            copy = stack.enter_context(open(head, "wb")) if head is not None else None
+        args = [pg_tool("pg_restore"), "--no-owner", "--no-privileges", "--section=pre-data"]
+        with tempfile.TemporaryFile() as errors, open(head, "wb") as copy:
             proc = subprocess.Popen(
                 [*args, *self._args(database)], stdin=subprocess.PIPE, stderr=errors, env=self._env()
             )
             assert proc.stdin is not None
             try:
                 for chunk in chunks:
-                    if copy is not None:
-                        copy.write(chunk)
+                    copy.write(chunk)
                     proc.stdin.write(chunk)
                 proc.stdin.close()
             except BrokenPipeError:
-                if head is None:  # the data must all go in: pg_restore failed, its message says why
-                    proc.wait()
-                    errors.seek(0)
-                    raise self._fail("pg_restore failed", errors.read()) from None
+                pass  # it has what it needs (or failed: its exit code says so)
             except BaseException:
                 proc.kill()
                 proc.wait()
@@ -409,24 +404,32 @@ class PostgresEngine:
 
             feeder = threading.Thread(target=feed, daemon=True)
             feeder.start()
+            tools = ((render, render_errors, "pg_restore"), (psql, psql_errors, "psql"))
             try:
                 pgcopy.load(render.stdout, conns, psql.stdin.write)
                 psql.stdin.close()
-            except BaseException:
-                render.kill()
-                psql.kill()
+            except BaseException as exc:
+                # who stopped first says why: the stream, else a tool that failed, else the loader
+                failed = []
+                for proc, errors, what in tools:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=0.2)  # a tool that failed has exited (a broken pipe, EOF)
+                    if proc.returncode not in (None, 0):
+                        failed.append((errors, what))
+                    proc.kill()
+                    proc.wait()
                 feeder.join()
                 if streamed:
                     raise streamed[0] from None
-                raise
-            finally:
-                render.wait()
-                psql.wait()
+                for errors, what in failed:
+                    errors.seek(0)
+                    raise self._fail(f"{what} failed", errors.read()) from None
+                raise exc from None
             feeder.join()
             if streamed:
                 raise streamed[0]
-            for proc, errors, what in ((render, render_errors, "pg_restore"), (psql, psql_errors, "psql")):
-                if proc.returncode != 0:
+            for proc, errors, what in tools:
+                if proc.wait() != 0:
                     errors.seek(0)
                     raise self._fail(f"{what} failed", errors.read())
 
@@ -447,7 +450,7 @@ class PostgresEngine:
         4. post-data (indexes, constraints) with ``-j`` from ``head``, while the tables are
            counted and checksummed over ``conns`` (opened here).
         """
-        self._feed(chunks, database, "pre-data", head=head)
+        self._pre_data(chunks, database, head)
         conns.extend(self._connect(database, autocommit=True) for _ in range(self.jobs))
         for table, _pages in conns[0].execute(PG_TABLES).fetchall():
             with contextlib.suppress(Exception):  # partitioned parents, …: stay logged
