@@ -305,8 +305,8 @@ class PostgresEngine:
         name = f"shiplift_drill_{uuid.uuid4().hex[:12]}"
         admin = self._connect(autocommit=True)
         try:
-            admin.execute(f'CREATE DATABASE "{name}"')
             try:
+                admin.execute(f'CREATE DATABASE "{name}"')  # inside: a stop just after it still drops
                 conns: list[Any] = []
                 try:
                     with tempfile.TemporaryDirectory(prefix="shiplift-drill-") as tmp:
@@ -315,8 +315,11 @@ class PostgresEngine:
                 finally:
                     for conn in conns:
                         conn.close()
-            finally:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except BaseException:
+                with contextlib.suppress(Exception):  # the drill's own failure is the one to report
+                    _drop(admin, name)
+                raise
+            _drop(admin, name)
         finally:
             admin.close()
 
@@ -477,6 +480,27 @@ class PostgresEngine:
 
     def restore_live(self, dump: Path) -> None:
         self._restore(dump, self.url.database or "", "--clean", "--if-exists")
+
+
+def _drop(admin: Any, name: str) -> None:
+    """Drop the scratch database ``name``.
+
+    Not ``WITH (FORCE)``: an autovacuum worker busy on the freshly loaded tables would make it
+    fail for a role that is not a superuser ("must be a member of the role whose process is
+    being terminated"), while a plain DROP stops such workers itself. A session of our own that
+    lingers after a stopped restore is ended, then the DROP is tried again.
+    """
+    import psycopg
+
+    try:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    except psycopg.errors.ObjectInUse:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND usename = current_user AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def _big_stdio() -> list[str]:

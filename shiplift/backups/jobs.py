@@ -90,6 +90,11 @@ class Job:
         self._proc.wait()
         self._errors.close()
 
+    @property
+    def returncode(self) -> int | None:
+        """The worker's exit code once it has ended (143 when it was stopped)."""
+        return self._proc.poll()
+
     def stop(self) -> None:
         """Stop the worker; a drill drops its scratch database on the way out."""
         if self._proc.poll() is None:
