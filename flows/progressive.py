@@ -283,7 +283,11 @@ class Rollout:
         return f"analysis passed ({n} measurements)"
 
     def abort(self, reason: str, *, bad: bool) -> None:
-        """Traffic back to the stable version first, then remove the new one; raise ReleaseError."""
+        """Traffic back to the stable version first, then remove the new one; raise ReleaseError.
+
+        The new version is stopped ``drain_seconds`` after the switch, as the old one is after a
+        promotion: a request already on its way to it finishes.
+        """
         ctx, env, app = self.ctx, self.env, self.ctx.config.app
         stable = self.stable
         announce(f"{env.name}: aborting {self.new.version}: {reason}")
@@ -294,6 +298,7 @@ class Rollout:
         ctx.ledger.advance(
             self.dep.id, Phase.PROGRESSING, self.index, f"traffic back on {stable.version}", self.weights
         )
+        time.sleep(env.drain_seconds)  # requests already on their way to the new version finish
         try:
             ctx.retried(stop_version)(ctx.config, env, self.new.name)
         except Exception:  # noqa: BLE001 - the verdict matters more than the clean-up
