@@ -239,6 +239,9 @@ def drill_flow(config_path: str, db: str, backup_id: str | None = None) -> dict[
         )
     except BackupError as exc:
         passed, reason = False, parts.secrets.scrub(str(exc))
+    except BaseException:
+        job.stop()  # cancelled or crashed: the worker drops its scratch database and ends
+        raise
     backup_name = manifest.id if manifest else (backup_id or "(none)")
     record = ctx.ledger.record_drill(
         app=ctx.config.app,
