@@ -20,7 +20,6 @@ refused while the newest passed drill is older (see :func:`check_drill_age`).
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -182,19 +181,16 @@ def _summary(manifest: Manifest) -> dict[str, Any]:
 
 
 @task(name="fetch-backup", cache_policy=NO_CACHE, retries=0)
-def fetch_task(parts: Parts, manifest: Manifest, into: Path) -> float:
-    """Download, check size and sha256, decrypt and decompress; return the seconds it took.
+def fetch_task(parts: Parts, manifest: Manifest, into: Path) -> None:
+    """Download, check size and sha256, decrypt and decompress into the file ``into``.
 
     Example:
         >>> fetch_task(parts, manifest, Path("/tmp/dump"))  # doctest: +SKIP
-        3.2
     """
-    t0 = time.monotonic()
     try:
         fetch(parts.store, manifest, parts.key, into)
     except Exception as exc:
         raise _scrubbed(parts, exc) from None
-    return time.monotonic() - t0
 
 
 @task(name="restore-and-verify", cache_policy=NO_CACHE, retries=0)

@@ -54,7 +54,7 @@ def main() -> int:
         engine = engine_for(url, secrets)
         store = store_for(request["store"], StoreOptions(**request["store_options"]))
         key = derive_key(request["key"], request["key_source"])
-        if request.get("op", "backup") == "backup":
+        if request["op"] == "backup":
             made = backup(
                 engine,
                 store,
