@@ -15,6 +15,7 @@ from prefect.tasks import exponential_backoff
 
 from shiplift.config import Config, EnvironmentConfig, load_config
 from shiplift.ledger import Ledger, ledger_url, open_ledger
+from shiplift.model import resource_name
 from shiplift.progress import report
 
 T = TypeVar("T", bound=Task[Any, Any])
@@ -52,7 +53,7 @@ LOCK_LEASE_SECONDS = 60
 @contextmanager
 def environment_lock(ctx: Context, env: EnvironmentConfig) -> Iterator[None]:
     """Hold the strict global concurrency limit ``shiplift-<app>-<env>`` (one slot)."""
-    name = f"shiplift-{ctx.config.app}-{env.name}"
+    name = resource_name(ctx.config.app, env.name)
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, 1)
     report(f"{env.name}: waiting for the environment lock {name}")

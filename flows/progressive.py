@@ -41,7 +41,7 @@ from shiplift.approvals import Outcome
 from shiplift.config import AnalysisConfig, AnalysisStep, EnvironmentConfig, PauseConfig, PauseStep
 from shiplift.errors import AnalysisError, ReleaseError
 from shiplift.ledger import Deployment
-from shiplift.model import ImageRef, Phase, Weights, slug
+from shiplift.model import ImageRef, Phase, Weights
 from shiplift.progress import announce, report
 from shiplift.routers import HeaderRoute
 from shiplift.targets import Instance
@@ -159,7 +159,7 @@ class Rollout:
         self.promoted = any(a.kind == "promote" for a in self.actions[: start - FIRST])
         self.progress_id = create_progress_artifact(
             progress=float(self.weights.get(self.new.version, 0)),
-            key=f"rollout-{slug(ctx.config.app)}-{slug(self.env.name)}",
+            key=f"rollout-{ctx.config.app}--{self.env.name}",
             description=f"{self.env.name}: share of traffic on {self.new.version}",
         )
         if dep.step_index > FIRST:
@@ -347,7 +347,7 @@ class Rollout:
         if config.p95_latency_ms_max is not None:
             limits.append(f"p95 ≤ {config.p95_latency_ms_max:g} ms")
         create_markdown_artifact(
-            key=f"analysis-{slug(self.ctx.config.app)}-{slug(self.env.name)}",
+            key=f"analysis-{self.ctx.config.app}--{self.env.name}",
             markdown=(
                 f"### Analysis of {self.ctx.config.app} {self.new.version} in {self.env.name}\n\n"
                 f"Provider `{config.provider.kind}`, every {config.interval_seconds:g}s, "

@@ -3,8 +3,10 @@
 The Prefect server has no users: ``approver`` is whatever the person typed in the Resume form
 or passed to ``shiplift approve --as``. That is why the checks live here, in shiplift: the
 allow-list, distinct approvers for ``min_approvals`` (N of M), and no self-approval by the
-release's author where the config forbids it. A policy without approvers (a rollout's pause
-in an environment with no approval gate) takes anyone who gives a name. A refused decision
+release's author where the config forbids it. Names are compared as one person however
+they are typed (case, surrounding and repeated spaces: :func:`shiplift.config.person`). A
+policy without approvers (a rollout's pause in an environment with no approval gate) takes
+anyone who gives a name. A refused decision
 is recorded and changes nothing; the gate keeps waiting. A timeout is a rejection.
 """
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from shiplift.config import ApprovalConfig
+from shiplift.config import ApprovalConfig, person
 
 
 class Outcome(StrEnum):
@@ -43,15 +45,16 @@ def refusal(
     policy: ApprovalConfig, author: str | None, accepted: list[Decision], decision: Decision
 ) -> str | None:
     """Why ``decision`` does not count, or ``None`` when it does."""
-    who = decision.approver.strip()
+    who = person(decision.approver)
+    shown = decision.approver.strip()
     if not who:
         return "no approver name was given"
-    if policy.approvers and who not in policy.approvers:
-        return f"{who!r} is not an approver of this environment (approvers: {', '.join(policy.approvers)})"
-    if policy.forbid_self_approval and author and who == author and decision.approved:
-        return f"{who!r} is the release's author and may not approve it"
-    if decision.approved and any(d.approver == who and d.approved for d in accepted):
-        return f"{who!r} has already approved; min_approvals needs different people"
+    if policy.approvers and who not in {person(a) for a in policy.approvers}:
+        return f"{shown!r} is not an approver of this environment (approvers: {', '.join(policy.approvers)})"
+    if policy.forbid_self_approval and author and who == person(author) and decision.approved:
+        return f"{shown!r} is the release's author and may not approve it"
+    if decision.approved and any(person(d.approver) == who and d.approved for d in accepted):
+        return f"{shown!r} has already approved; min_approvals needs different people"
     return None
 
 
@@ -59,6 +62,6 @@ def outcome(policy: ApprovalConfig, accepted: list[Decision]) -> Outcome:
     """Rejected as soon as one allowed person rejects; approved with enough distinct approvals."""
     if any(not d.approved for d in accepted):
         return Outcome.REJECTED
-    if len({d.approver for d in accepted if d.approved}) >= policy.min_approvals:
+    if len({person(d.approver) for d in accepted if d.approved}) >= policy.min_approvals:
         return Outcome.APPROVED
     return Outcome.PENDING

@@ -8,7 +8,6 @@ Every error is one line naming the file, the line where it is known, and the key
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,7 +26,10 @@ from pydantic import (
 
 from shiplift.errors import ConfigError
 
-NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+NAME = re.compile(r"[a-z](?:[a-z0-9]|-(?!-))*")
+"""App, environment and database names: no ``--`` and no trailing ``-``, so that the ``--`` that
+joins them into resource names (:func:`shiplift.model.resource_name`) is never ambiguous."""
+NAME_MAX = 40
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY = re.compile(rf"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?{_COMPONENT}(?:/{_COMPONENT})*$")
 TARGET_KINDS = ("docker",)
@@ -35,9 +37,12 @@ STRATEGY_KINDS = ("replace", "blue_green", "canary", "ab")
 
 
 def _check_name(value: str) -> str:
-    """App, environment and database names: lower-case letters, digits and '-'."""
-    if not NAME.match(value):
-        raise ValueError(f"{value!r} must be lower-case letters, digits and '-', at most 40")
+    """App, environment and database names: lower-case letters, digits and single '-'."""
+    if not NAME.fullmatch(value) or value.endswith("-") or len(value) > NAME_MAX:
+        raise ValueError(
+            f"{value!r} must start with a lower-case letter, then lower-case letters, digits and "
+            f"single '-' (not '--', not at the end), at most {NAME_MAX}"
+        )
     return value
 
 
@@ -45,7 +50,11 @@ Name = Annotated[str, AfterValidator(_check_name)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+DAY = 86400.0
+HOUR = 3600.0
 
 
 class ImageConfig(_Model):
@@ -79,8 +88,10 @@ class ImageConfig(_Model):
 
 class HealthConfig(_Model):
     path: str = Field(description="HTTP path that answers 200 when the app is healthy.")
-    timeout_seconds: float = Field(60, gt=0, description="How long a new version may take to turn healthy.")
-    interval_seconds: float = Field(0.25, gt=0, description="Pause between health probes.")
+    timeout_seconds: float = Field(
+        60, gt=0, le=HOUR, description="How long a new version may take to turn healthy (at most 1 h)."
+    )
+    interval_seconds: float = Field(0.25, gt=0, le=60, description="Pause between health probes.")
 
     @field_validator("path")
     @classmethod
@@ -131,8 +142,8 @@ class ProviderConfig(_Model):
 
 
 class AnalysisConfig(_Model):
-    interval_seconds: float = Field(5, gt=0, description="Length of one measurement.")
-    count: int = Field(3, ge=1, description="Measurements taken; all must succeed.")
+    interval_seconds: float = Field(5, gt=0, le=HOUR, description="Length of one measurement.")
+    count: int = Field(3, ge=1, le=1000, description="Measurements taken; all must succeed.")
     success_rate_min: float | None = Field(None, ge=0, le=1)
     p95_latency_ms_max: float | None = Field(None, gt=0)
     failure_limit: int = Field(1, ge=0, description="Failed measurements that abort (at least one).")
@@ -143,7 +154,7 @@ class AnalysisConfig(_Model):
 
 
 class PauseConfig(_Model):
-    duration_seconds: float | None = Field(None, ge=0)
+    duration_seconds: float | None = Field(None, ge=0, le=7 * DAY)
     until_approved: bool = False
 
     @model_validator(mode="after")
@@ -188,15 +199,41 @@ Step = Annotated[
 ]
 
 
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP field name (RFC 9110 token); a cookie name is a token too (RFC 6265)."""
+_MATCH_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
+
+
 class MatchConfig(_Model):
-    header: str | None = None
-    cookie: str | None = None
-    value: str
+    header: str | None = Field(None, description="ab: an HTTP header name (RFC 9110 token).")
+    cookie: str | None = Field(None, description="ab: a cookie name (RFC 6265 token).")
+    value: str = Field(description="ab: the exact value that sends a request to the new version.")
+
+    @field_validator("header", "cookie")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and (not TOKEN.fullmatch(value) or "`" in value):
+            raise ValueError(
+                f"{_short(value)} is not a header or cookie name: letters, digits and !#$%&'*+.^_|~- only"
+            )
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: str) -> str:
+        if not _MATCH_VALUE.fullmatch(value) or "`" in value or "\\" in value:
+            raise ValueError(
+                "value must be printable ASCII without backquotes, backslashes, control characters "
+                "or leading, trailing or double spaces"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one(self) -> MatchConfig:
         if (self.header is None) == (self.cookie is None):
             raise ValueError("match has exactly one of header or cookie")
+        if self.cookie is not None and any(c in self.value for c in ' ",;'):
+            raise ValueError("a cookie's value may not hold spaces, double quotes, commas or semicolons")
         return self
 
 
@@ -211,7 +248,9 @@ class StrategyConfig(_Model):
     match: MatchConfig | None = Field(None, description="ab: which requests go to the new version.")
     sticky: bool = Field(False, description="canary: keep a client on the version it got first (a cookie).")
     preview_port: int | None = Field(None, ge=1, le=65535, description="blue_green: the new version's port.")
-    scale_down_delay_seconds: float = Field(30, ge=0, description="blue_green: keep the old one this long.")
+    scale_down_delay_seconds: float = Field(
+        30, ge=0, le=DAY, description="blue_green: keep the old one this long."
+    )
 
     @model_validator(mode="after")
     def _fits(self) -> StrategyConfig:
@@ -239,14 +278,26 @@ class ApprovalConfig(_Model):
     approvers: list[str] = Field(min_length=1)
     min_approvals: int = Field(1, ge=1)
     forbid_self_approval: bool = False
-    timeout_seconds: float = Field(86400, gt=0)
+    timeout_seconds: float = Field(
+        86400, gt=0, le=30 * DAY, description="A timeout rejects (at most 30 days)."
+    )
+    allow_auto_approve: bool = Field(
+        False, description="Whether --auto-approve (or auto_approve through the API) may pass this gate."
+    )
+
+    @field_validator("approvers")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.strip():
+                raise ValueError("an approver's name is empty")
+        return value
 
     @model_validator(mode="after")
     def _enough(self) -> ApprovalConfig:
-        if self.min_approvals > len(set(self.approvers)):
-            raise ValueError(
-                f"min_approvals {self.min_approvals} exceeds the {len(set(self.approvers))} approvers"
-            )
+        people = {person(a) for a in self.approvers}
+        if self.min_approvals > len(people):
+            raise ValueError(f"min_approvals {self.min_approvals} exceeds the {len(people)} approvers")
         return self
 
 
@@ -258,14 +309,22 @@ class EnvironmentConfig(_Model):
     strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig(kind="replace"))
     approval: ApprovalConfig | None = None
     drain_seconds: float = Field(
-        1.0, ge=0, description="Wait after the switch before stopping the old version."
+        1.0, ge=0, le=HOUR, description="Wait after the switch before stopping the old version."
     )
 
 
 class RetentionConfig(_Model):
-    daily: int = Field(7, ge=0, description="Newest backup of each of the last N days with one.")
-    weekly: int = Field(4, ge=0, description="Newest backup of each of the last N ISO weeks with one.")
-    monthly: int = Field(6, ge=0, description="Newest backup of each of the last N months with one.")
+    daily: int = Field(7, ge=0, le=3660, description="Newest backup of each of the last N days with one.")
+    weekly: int = Field(
+        4, ge=0, le=520, description="Newest backup of each of the last N ISO weeks with one."
+    )
+    monthly: int = Field(6, ge=0, le=120, description="Newest backup of each of the last N months with one.")
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> RetentionConfig:
+        if self.daily == self.weekly == self.monthly == 0:
+            raise ValueError("a retention policy that keeps nothing (daily, weekly and monthly all 0)")
+        return self
 
 
 class CheckConfig(_Model):
@@ -283,14 +342,27 @@ class StoreOptions(_Model):
 
 
 def _cron(value: str | None) -> str | None:
+    """Check a schedule with the validator of the scheduler that will run it: Prefect's.
+
+    The one import of Prefect in the core, made here on purpose and only when a config has a
+    schedule: what ``load_config`` accepts must be exactly what ``shiplift serve`` can schedule.
+    Prefect's validator also takes a sixth (seconds) field, which its cron schedules do not
+    mean as users expect; shiplift takes the five fields of crontab(5) only.
+    """
     if value is None:
         return None
-    from cronsim import CronSim, CronSimError
+    fields = value.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"{value!r} has {len(fields)} fields; a schedule is a five-field cron "
+            "(minute hour day-of-month month day-of-week)"
+        )
+    from prefect._internal.schemas.validators import validate_cron_string
 
     try:
-        CronSim(value, datetime(2026, 1, 1))
-    except CronSimError as exc:
-        raise ValueError(f"{value!r} is not a cron expression: {exc}") from None
+        validate_cron_string(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a cron expression Prefect can schedule ({exc})") from None
     return value
 
 
@@ -427,6 +499,11 @@ class Config(_Model):
         return self.environments.index(self.environment(name))
 
 
+def person(name: str) -> str:
+    """One person, however the name was typed: ``Alice ``, ``alice`` and ``ALICE`` are one."""
+    return " ".join(name.split()).casefold()
+
+
 class _KeyedError(ValueError):
     """A cross-field error that knows which key it belongs to."""
 
@@ -548,9 +625,17 @@ def _message(err: Any) -> str:
     if kind == "missing":
         return "required key is missing"
     msg = str(err["msg"]).removeprefix("Value error, ")
-    if kind in {"literal_error", "union_tag_invalid"} or kind.endswith("_type"):
+    if kind in {"literal_error", "union_tag_invalid"}:
         return f"{msg} (found {_short(err.get('input'))})"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        # the type, never the value: a mistyped URL or key may hold a password
+        return f"{msg} (found {_type_name(err.get('input'))})"
     return msg
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "nothing"}
+    return names.get(type(value), f"a {type(value).__name__}")
 
 
 def _short(value: Any) -> str:

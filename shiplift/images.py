@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from docker.utils.build import exclude_paths
 
 from shiplift.baseimage import base_images, ensure_base_images
 from shiplift.config import Config
-from shiplift.errors import BuildError, PushError
+from shiplift.errors import BuildError, InputError, PushError
 from shiplift.model import ImageRef
 from shiplift.progress import report
 
@@ -71,6 +72,20 @@ def find_pushed(client: docker.DockerClient, repository: str, version: str, chas
     except (APIError, DockerException, KeyError):
         return None
     return ImageRef(repository, remote) if remote in local else None
+
+
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|KEY|CREDENTIAL", re.IGNORECASE)
+
+
+def refuse_secret_build_args(extra: dict[str, str]) -> None:
+    """Refuse ``--build-arg`` names that look secret: their values would be stored as the flow
+    run's parameters, in the image's history and in the context hash label."""
+    for name in extra:
+        if SECRET_NAME.search(name):
+            raise InputError(
+                f"--build-arg {name}: a build arg is stored in the run's parameters and the image's "
+                "history, so it may not hold a secret: give secrets to the app at run time instead"
+            )
 
 
 def build_args(config: Config, version: str, git_sha: str | None, extra: dict[str, str]) -> dict[str, str]:

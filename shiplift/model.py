@@ -6,7 +6,30 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from shiplift.errors import InputError
+
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A version label: what an OCI tag allows, at most 64 characters."""
+
+
+def check_version(label: str) -> str:
+    """``label`` when it is a valid version label; else :class:`InputError` saying what to fix."""
+    if not isinstance(label, str) or not VERSION.fullmatch(label):
+        raise InputError(
+            f"--version {label!r}: a version is 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return label
+
+
+def resource_name(app: str, env: str, *parts: str) -> str:
+    """``shiplift-<app>--<env>[-<part>…]``: one name per app and environment, never shared.
+
+    App and environment names hold no ``--`` and do not end with ``-`` (the config refuses
+    them), so ``shop`` + ``eu-prod`` and ``shop-eu`` + ``prod`` give different names.
+    """
+    return "-".join([f"shiplift-{app}--{env}", *parts])
 
 
 class Phase(StrEnum):

@@ -30,6 +30,10 @@ class HeaderRoute:
     def __post_init__(self) -> None:
         if (self.header is None) == (self.cookie is None):
             raise ValueError("an A/B route matches exactly one of a header or a cookie")
+        # the router quotes these in its rule: nothing in them may end the quote or add a matcher
+        for part in (self.header, self.cookie, self.value):
+            if part is not None and (not part.isprintable() or not part.isascii() or set(part) & set("`\\")):
+                raise ValueError(f"an A/B route's header, cookie and value are printable ASCII: {part!r}")
 
 
 class TrafficRouter(Protocol):

@@ -11,6 +11,7 @@ that generation in force.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -30,7 +31,7 @@ from shiplift.analysis.traefik import LATENCY_BUCKETS
 from shiplift.config import EnvironmentConfig
 from shiplift.dockerhost import published_host
 from shiplift.errors import RouterError
-from shiplift.model import Weights, slug
+from shiplift.model import Weights, resource_name, slug
 from shiplift.progress import report
 from shiplift.routers import HeaderRoute
 
@@ -174,7 +175,7 @@ class TraefikRouter:
         self.app = app
         self.env = env
         self.network = network
-        self.name = f"shiplift-{slug(app)}-{env.name}-router"
+        self.name = resource_name(app, env.name, "router")
         self.labels = {"io.shiplift.app": app, "io.shiplift.env": env.name, "io.shiplift.role": "router"}
 
     # lifecycle ------------------------------------------------------------------------------
@@ -188,9 +189,21 @@ class TraefikRouter:
     def reconcile(self) -> None:
         container = self._container()
         carried: str | None = None
+        also: list[str] = []  # networks of the versions the carried routes point at
+        if container is None:
+            container = self._renamed()
+            if container is not None:
+                # a router named as before 0.2 (``shiplift-<app>-<env>-router``): replace it,
+                # and keep it reaching the versions on the old network until they are replaced
+                report(f"renaming the router of {self.env.name} to {self.name}")
+                carried = self._read(container)
+                networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+                also = [n for n in networks if n != self.network]
+                container.remove(force=True)
+                container = None
         if container is not None and not self._ports_match(container):
-            # the preview port came or went in the config: a new container, same routes
-            report(f"recreating the router of {self.env.name} for its preview port")
+            # the endpoint or the preview port changed in the config: a new container, same routes
+            report(f"recreating the router of {self.env.name} for {self.env.host}:{self.env.port}")
             carried = self._read(container)
             container.remove(force=True)
             container = None
@@ -236,6 +249,9 @@ class TraefikRouter:
             )
         except APIError as exc:
             raise RouterError(f"cannot create the router for {self.env.name}: {_explain(exc)}") from None
+        for name in also:
+            with contextlib.suppress(APIError, NotFound):
+                self.client.networks.get(name).connect(container)
         if carried is not None:
             match = _HEADER.search(carried)
             generation = int(json.loads(match.group("json")).get("generation", 0)) if match else 0
@@ -250,6 +266,12 @@ class TraefikRouter:
                 f"environment {self.env.name}: cannot publish port {self.env.port}: {_explain(exc)}"
             ) from None
         self._wait_ready(container)
+
+    def _renamed(self) -> Any | None:
+        """This environment's router under another name (found by its labels), if any."""
+        labels = [f"{k}={v}" for k, v in self.labels.items()]
+        found = self.client.containers.list(all=True, filters={"label": labels})
+        return found[0] if found else None
 
     def finalize(self) -> None:
         container = self._container()
@@ -330,13 +352,19 @@ class TraefikRouter:
         return json.loads(match.group("json")) if match else None
 
     def _ports_match(self, container: Any) -> bool:
-        """Whether the container publishes the preview port exactly when the config has one."""
+        """Whether the container publishes the config's endpoint (host and port) and preview port."""
         exposed = (container.attrs.get("HostConfig") or {}).get("PortBindings") or {}
-        bound = exposed.get(f"{PREVIEW_PORT}/tcp") or []
-        want = self.env.strategy.preview_port
-        if want is None:
-            return not bound
-        return any(str(b.get("HostPort")) == str(want) for b in bound)
+
+        def published(port: int, want: int | None) -> bool:
+            bound = exposed.get(f"{port}/tcp") or []
+            if want is None:
+                return not bound
+            return any(
+                str(b.get("HostPort")) == str(want) and (b.get("HostIp") or "0.0.0.0") == self.env.host
+                for b in bound
+            )
+
+        return published(WEB_PORT, self.env.port) and published(PREVIEW_PORT, self.env.strategy.preview_port)
 
     def _write(self, container: Any, content: str, generation: int) -> None:
         slot = f"gen/{generation % SLOTS}.yml"

@@ -20,7 +20,7 @@ from shiplift.config import Config, EnvironmentConfig
 from shiplift.dockerhost import published_host
 from shiplift.errors import TargetError, UnhealthyError
 from shiplift.images import ensure_local
-from shiplift.model import ImageRef, slug
+from shiplift.model import ImageRef, resource_name
 from shiplift.progress import report
 from shiplift.targets import Instance
 
@@ -32,11 +32,11 @@ class DockerTarget:
         self.client = client
         self.config = config
         self.env = env
-        self.network_name = f"shiplift-{slug(config.app)}-{env.name}"
+        self.network_name = resource_name(config.app, env.name)
         self._labels = {"io.shiplift.app": config.app, "io.shiplift.env": env.name}
 
     def instance_name(self, version: str, image: ImageRef) -> str:
-        return f"shiplift-{slug(self.config.app)}-{self.env.name}-{slug(version)}-{image.short}"
+        return resource_name(self.config.app, self.env.name, version, image.short)
 
     def prepare(self) -> None:
         if not self.client.networks.list(names=[self.network_name]):

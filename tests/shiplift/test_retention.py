@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from pydantic import ValidationError
+
 from shiplift.backups.retention import Item, plan
 from shiplift.config import RetentionConfig
 
@@ -26,7 +29,9 @@ def test_a_year_of_daily_backups_under_7_daily_4_weekly_6_monthly() -> None:
 
 
 def test_the_newest_passed_drill_is_never_deleted_and_zero_keeps_nothing_else() -> None:
-    result = plan(year(), RetentionConfig(daily=0, weekly=0, monthly=0), drilled="20260315")
+    # the config refuses a policy that keeps nothing; the plan still never deletes the drilled one
+    nothing = RetentionConfig.model_construct(daily=0, weekly=0, monthly=0)
+    result = plan(year(), nothing, drilled="20260315")
     assert result.keep == {"20260315": ["newest passed drill"]}
     assert len(result.delete) == 364
     assert result.delete[0] == "20260101", "oldest first"
@@ -37,3 +42,8 @@ def test_several_backups_a_day_keep_the_newest_of_each_day() -> None:
     items = [Item(f"{d}-{h:02d}", base + timedelta(days=d, hours=h)) for d in range(3) for h in (1, 13, 22)]
     result = plan(items, RetentionConfig(daily=2, weekly=0, monthly=0))
     assert set(result.keep) == {"2-22", "1-22"}
+
+
+def test_a_retention_policy_that_keeps_nothing_is_refused_at_load() -> None:
+    with pytest.raises(ValidationError, match="keeps nothing"):
+        RetentionConfig(daily=0, weekly=0, monthly=0)
