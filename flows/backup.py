@@ -11,6 +11,8 @@
   an approval (the database's ``approval``, else the last environment's), and only after a
   safety backup of what the live database holds now.
 - ``prune``: retention (``shiplift/backups/retention.py``); ``dry_run`` lists what would go.
+  Only a manifest's own object is ever deleted (``pipeline.checked_manifests``), and what
+  killed drills and backups left behind is removed (``pipeline.sweep``).
 
 A promotion into an environment of ``backup_before`` (by default the last one) takes a backup
 of every database first and links it to the deployment; with ``max_drill_age_hours`` it is
@@ -36,15 +38,15 @@ from flows.common import Context, open_context
 from shiplift.approvals import ANYONE, Outcome
 from shiplift.backups.crypto import BackupKey, derive_key
 from shiplift.backups.engines import Engine, engine_for
-from shiplift.backups.jobs import Job, database_url, drill_job, worker_request
-from shiplift.backups.pipeline import DrillResult, Manifest, fetch, find, manifests
+from shiplift.backups.jobs import Job, database_url, drill_job, lock_wait, worker_request
+from shiplift.backups.pipeline import DrillResult, Manifest, checked_manifests, fetch, find, sweep
 from shiplift.backups.retention import Item, plan
 from shiplift.backups.secrets import Secrets
 from shiplift.backups.stores import Store, store_for
 from shiplift.config import ApprovalConfig, DatabaseConfig
 from shiplift.errors import BackupError, ReleaseError
 from shiplift.ledger import BackupRecord, Deployment, now
-from shiplift.model import Phase, slug
+from shiplift.model import Phase
 from shiplift.progress import announce
 
 
@@ -64,7 +66,7 @@ class Parts:
 
     @cached_property
     def engine(self) -> Engine:
-        return engine_for(self.url, self.secrets)
+        return engine_for(self.url, self.secrets, lock_wait=lock_wait(self.db))
 
     @cached_property
     def store(self) -> Store:
@@ -143,7 +145,7 @@ def take_backup(ctx: Context, name: str, reason: str, deployment_id: int | None 
     )
     rows = sum(int(t["rows"]) for t in manifest.tables.values())
     create_markdown_artifact(
-        key=f"backup-{slug(ctx.config.app)}-{slug(name)}",
+        key=f"backup-{ctx.config.app}--{name}",
         markdown=(
             f"### Backup {manifest.id} of {name}\n\n| | |\n|---|---|\n"
             f"| engine | {manifest.engine} {manifest.server_version} |\n| reason | {reason} |\n"
@@ -222,6 +224,8 @@ def drill_flow(config_path: str, db: str, backup_id: str | None = None) -> dict[
         manifest = Manifest.from_dict(job.answer("manifest"))
         announce(f"drill of {db}: backup {manifest.id}")
         result = scratch_task(job)
+        for line in result.swept:
+            announce(f"drill of {db}: {line}")
         restored, seconds, problems, rows = result.restored_in, result.seconds, result.problems, result.rows
         passed = not problems
         reason = (
@@ -251,7 +255,7 @@ def drill_flow(config_path: str, db: str, backup_id: str | None = None) -> dict[
         run_id=ctx.run_id,
     )
     create_markdown_artifact(
-        key=f"drill-{slug(ctx.config.app)}-{slug(db)}",
+        key=f"drill-{ctx.config.app}--{db}",
         markdown=(
             f"### Restore drill of {db}: {'passed' if passed else 'FAILED'}\n\n| | |\n|---|---|\n"
             f"| backup | {backup_name} |\n| verdict | {reason} |\n"
@@ -360,8 +364,14 @@ def restore_flow(
         ctx.ledger.finish(dep.id, Phase.REJECTED, why)
         raise ReleaseError(f"restore of {db} from {manifest.id} {why}")
     ctx.ledger.advance(dep.id, Phase.PROGRESSING, 1, why)
-    safety = take_backup(ctx, db, f"before restore of {manifest.id}", deployment_id=dep.id)
-    ctx.ledger.advance(dep.id, Phase.PROGRESSING, 2, f"safety backup {safety.id} taken")
+    safety: Manifest | None = None
+    if parts.engine.exists():
+        safety = take_backup(ctx, db, f"before restore of {manifest.id}", deployment_id=dep.id)
+        before = f"safety backup {safety.id}"
+    else:
+        before = f"no safety backup: the live database {db} does not exist, there is nothing to back up"
+        announce(f"{db}: the live database does not exist: nothing to take a safety backup of")
+    ctx.ledger.advance(dep.id, Phase.PROGRESSING, 2, f"{before} taken" if safety else before)
     try:
         with tempfile.TemporaryDirectory(prefix="shiplift-restore-") as tmp:
             dump = Path(tmp) / "dump"
@@ -370,9 +380,12 @@ def restore_flow(
     except BackupError as exc:
         ctx.ledger.finish(dep.id, Phase.FAILED, str(exc))
         raise
-    ctx.ledger.finish(dep.id, Phase.SUCCEEDED, f"restored from {manifest.id}; safety backup {safety.id}")
-    announce(f"{db} restored from {manifest.id} ({why}); the state before is backup {safety.id}")
-    return {"database": db, "restored": manifest.id, "safety_backup": safety.id}
+    ctx.ledger.finish(dep.id, Phase.SUCCEEDED, f"restored from {manifest.id}; {before}")
+    announce(
+        f"{db} restored from {manifest.id} ({why}); "
+        + (f"the state before is backup {safety.id}" if safety else "there was no state before to keep")
+    )
+    return {"database": db, "restored": manifest.id, "safety_backup": safety.id if safety else None}
 
 
 @task(name="restore-live", cache_policy=NO_CACHE, retries=0)
@@ -397,14 +410,22 @@ def prune_flow(config_path: str, db: str, dry_run: bool = False) -> dict[str, An
     ctx = open_context(config_path)
     config = ctx.config.database(db)
     store = store_for(config.store, config.store_options)
-    found = manifests(store, db)
-    drilled = ctx.ledger.last_passed_drill(ctx.config.app, db)
-    result = plan(
-        [Item(m.id, m.started) for m in found], config.retention, drilled.backup_id if drilled else None
-    )
+    log = get_run_logger()
+    found, refused = checked_manifests(store, db)
+    for key, why in refused.items():  # never acted on: its paths may lead outside the store
+        log.warning("%s: manifest %s ignored: %s", db, key, why)
+        announce(f"warning: manifest {key} ignored: {why}")
+    passed = {d.backup_id for d in ctx.ledger.drills(ctx.config.app, db) if d.passed}
+    drilled = max((m for m in found if m.id in passed), key=lambda m: (m.started, m.id), default=None)
+    result = plan([Item(m.id, m.started) for m in found], config.retention, drilled.id if drilled else None)
     by_id = {m.id: m for m in found}
     deleted, failed = [], {}
+    swept: list[str] = []
     if not dry_run:
+        swept = _sweep(ctx, config, store)
+        for line in swept:
+            log.info("%s: %s", db, line)
+            announce(f"{db}: {line}")
         for backup_id in result.delete:
             manifest = by_id[backup_id]
             try:
@@ -415,7 +436,6 @@ def prune_flow(config_path: str, db: str, dry_run: bool = False) -> dict[str, An
                 continue
             ctx.ledger.mark_backup_deleted(backup_id)
             deleted.append(backup_id)
-    log = get_run_logger()
     log.info(
         "%s: keep %d, %s %d",
         db,
@@ -430,5 +450,22 @@ def prune_flow(config_path: str, db: str, dry_run: bool = False) -> dict[str, An
         "delete": result.delete,
         "deleted": deleted,
         "failed": failed,
+        "refused": refused,
+        "swept": swept,
         "at": datetime.now(UTC).isoformat(),
     }
+
+
+def _sweep(ctx: Context, config: DatabaseConfig, store: Store) -> list[str]:
+    """What killed drills and backups left behind, removed (see ``pipeline.sweep``); prune needs
+    no backup key, so the engine is made from the URL alone."""
+    secrets = Secrets()
+    try:
+        engine: Engine | None = engine_for(
+            database_url(ctx.config.root, config, secrets), secrets, lock_wait=lock_wait(config)
+        )
+    except BackupError as exc:
+        engine, note = None, [f"could not look for stale scratch databases: {exc}"]
+    else:
+        note = []
+    return note + sweep(engine, store, config.name)

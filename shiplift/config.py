@@ -311,6 +311,12 @@ class EnvironmentConfig(_Model):
     drain_seconds: float = Field(
         1.0, ge=0, le=HOUR, description="Wait after the switch before stopping the old version."
     )
+    lock_timeout_seconds: float = Field(
+        3600,
+        gt=0,
+        le=7 * DAY,
+        description="How long a promotion waits for the environment's lock before it fails.",
+    )
 
 
 class RetentionConfig(_Model):
@@ -380,6 +386,13 @@ class DatabaseConfig(_Model):
     checks: list[CheckConfig] = Field(default_factory=list, description="SQL checks a drill runs.")
     backup_before: list[str] | None = Field(
         None, description="Environments whose promotion takes a backup first (default: the last one)."
+    )
+    lock_wait_seconds: float = Field(
+        30,
+        gt=0,
+        le=3600,
+        description="Seconds a backup waits for a table lock before it fails (lock_timeout, "
+        "pg_dump --lock-wait-timeout).",
     )
     max_drill_age_hours: float | None = Field(
         None, gt=0, description="Refuse those promotions while the last passed drill is older."

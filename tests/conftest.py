@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.parts import PrefectServer, Project, Registry, make_project, remove_app
+from tests.support.parts import MotoS3, Postgres, PrefectServer, Project, Registry, make_project, remove_app
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
@@ -85,3 +85,56 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             env.setenv(key, value)
         yield server
     server.stop()
+
+
+# backups: a project with a database (tests/test_backups.py, tests/test_backup_gates.py) ------
+
+
+@pytest.fixture()
+def shop(postgres: Postgres) -> str:
+    """A PostgreSQL database ``shop_<n>`` owned by a role that needs its password; its URL."""
+    import psycopg
+
+    from tests.support.backups import PASSWORD
+
+    name = f"shop_{uuid.uuid4().hex[:8]}"
+    url = postgres.add_user(f"u_{name}", PASSWORD, name)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE orders (id serial PRIMARY KEY, item text NOT NULL, price numeric(10,2), "
+            "at timestamptz DEFAULT '2026-01-01', note text, tags jsonb)"
+        )
+        conn.execute(
+            "INSERT INTO orders (item, price, note, tags) SELECT 'item ' || g, g * 1.25, "
+            "CASE WHEN g % 3 = 0 THEN NULL ELSE 'ünïcode ✓ ' || g END, jsonb_build_object('g', g) "
+            "FROM generate_series(1, 5000) g"
+        )
+        conn.execute("CREATE TABLE customers (id int PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 300) g")
+        conn.execute("CREATE SCHEMA audit")
+        conn.execute("CREATE TABLE audit.log (line text)")
+    return url
+
+
+@pytest.fixture()
+def bucket(s3: MotoS3) -> str:
+    """A new bucket in moto's S3."""
+    name = f"backups-{uuid.uuid4().hex[:8]}"
+    s3.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture()
+def key_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.backups import KEY
+
+    monkeypatch.setenv("SHIPLIFT_BACKUP_KEY", KEY)
+
+
+@pytest.fixture()
+def dbproject(tmp_path: Path, registry: Registry, prefect_api: str, key_env: None) -> Iterator[Project]:
+    """A project of one environment, prod; tests add its database with ``with_database``."""
+    app = f"b{uuid.uuid4().hex[:8]}"
+    project = make_project(tmp_path, app, registry.address, envs=("prod",))
+    yield project
+    remove_app(app)

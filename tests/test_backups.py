@@ -15,9 +15,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
@@ -25,64 +23,11 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from shiplift.ledger import open_ledger
-from tests.support.parts import MotoS3, Postgres, Project, Registry, make_project, remove_app
+from tests.support.backups import KEY, PASSWORD, run_json, with_database
+from tests.support.backups import sqlite_app as _sqlite_app
+from tests.support.parts import MotoS3, Project
 
 pytestmark = pytest.mark.real
-KEY = "k" * 12 + "-backup-key-for-tests-0123456789"
-PASSWORD = "Pw-" + uuid.uuid4().hex[:20]
-
-
-@pytest.fixture()
-def shop(postgres: Postgres) -> str:
-    """A PostgreSQL database ``shop_<n>`` owned by a role that needs its password; its URL."""
-    name = f"shop_{uuid.uuid4().hex[:8]}"
-    url = postgres.add_user(f"u_{name}", PASSWORD, name)
-    with psycopg.connect(url) as conn:
-        conn.execute(
-            "CREATE TABLE orders (id serial PRIMARY KEY, item text NOT NULL, price numeric(10,2), "
-            "at timestamptz DEFAULT '2026-01-01', note text, tags jsonb)"
-        )
-        conn.execute(
-            "INSERT INTO orders (item, price, note, tags) SELECT 'item ' || g, g * 1.25, "
-            "CASE WHEN g % 3 = 0 THEN NULL ELSE 'ünïcode ✓ ' || g END, jsonb_build_object('g', g) "
-            "FROM generate_series(1, 5000) g"
-        )
-        conn.execute("CREATE TABLE customers (id int PRIMARY KEY, name text)")
-        conn.execute("INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 300) g")
-        conn.execute("CREATE SCHEMA audit")
-        conn.execute("CREATE TABLE audit.log (line text)")
-    return url
-
-
-@pytest.fixture()
-def bucket(s3: MotoS3) -> str:
-    name = f"backups-{uuid.uuid4().hex[:8]}"
-    s3.client().create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture()
-def key_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SHIPLIFT_BACKUP_KEY", KEY)
-
-
-@pytest.fixture()
-def dbproject(tmp_path: Path, registry: Registry, prefect_api: str, key_env: None) -> Iterator[Project]:
-    app = f"b{uuid.uuid4().hex[:8]}"
-    project = make_project(tmp_path, app, registry.address, envs=("prod",))
-    yield project
-    remove_app(app)
-
-
-def with_database(project: Project, **db: Any) -> None:
-    doc = project.config()
-    doc["databases"] = [{"name": "main", **db}]
-    project.write_config(doc)
-
-
-def run_json(project: Project, *args: str) -> dict[str, Any]:
-    out = project.shiplift(*args, "--json", check=True)
-    return dict(json.loads(out.stdout))
 
 
 def test_postgres_backup_to_s3_and_drill_pass(dbproject: Project, shop: str, bucket: str, s3: MotoS3) -> None:
@@ -131,7 +76,7 @@ def test_postgres_backup_to_s3_and_drill_pass(dbproject: Project, shop: str, buc
     api = os.environ["PREFECT_API_URL"]
     [artifact] = httpx.post(
         f"{api}/artifacts/filter",
-        json={"artifacts": {"key": {"any_": [f"drill-{dbproject.app}-main"]}}, "limit": 5},
+        json={"artifacts": {"key": {"any_": [f"drill-{dbproject.app}--main"]}}, "limit": 5},
     ).json()
     assert "Restore drill of main: passed" in artifact["data"] and made["id"] in artifact["data"]
 
@@ -272,16 +217,6 @@ def test_no_secret_reaches_logs_artifacts_manifests_or_the_ledger(
         leaks = [t[max(0, t.find(secret) - 80) : t.find(secret) + 80] for t in texts if secret in t]
         assert not leaks, f"a secret leaked: {leaks[:2]}"
     assert any("backup" in t for t in texts[3:]), "the searched logs do hold shiplift's lines"
-
-
-def _sqlite_app(tmp_path: Path, rows: int = 500) -> Path:
-    path = tmp_path / "app.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
-    conn.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {i}",) for i in range(rows)])
-    conn.commit()
-    conn.close()
-    return path
 
 
 def _count(path: Path) -> int:

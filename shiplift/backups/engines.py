@@ -10,6 +10,12 @@
 
 A table's checksum is order-independent: the sum, modulo 2⁶⁴, of a 64-bit hash of each row's
 text. The same figures taken after a restore must match the manifest's.
+
+Every wait on something outside is bounded: a PostgreSQL connection by ``connect_timeout``
+(15 s unless the URL says otherwise) and TCP keepalives, a table lock by ``lock_wait`` seconds
+(``lock_timeout`` on shiplift's connections, ``pg_dump --lock-wait-timeout``), a SQLite lock by
+its busy timeout. The URL's query options (``sslmode``, ``sslrootcert``, ``host=/socket/dir``,
+…) reach psycopg and the PostgreSQL tools alike, as one libpq conninfo.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import fcntl
 import hashlib
 import itertools
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -27,6 +34,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +49,11 @@ READ = 1 << 20
 PIPE_SIZE = 1 << 20
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 MOD = 1 << 64
+LOCK_WAIT = 30.0
+"""Seconds a backup waits for a table lock (``databases[].lock_wait_seconds``) before it fails."""
+STALE = timedelta(hours=6)
+"""Scratch databases and interrupted uploads older than this are left-overs of a killed run."""
+SCRATCH = "shiplift_drill_"
 
 
 @dataclass(frozen=True)
@@ -76,7 +89,13 @@ class Engine(Protocol):
         """
 
     def restore_live(self, dump: Path) -> None:
-        """Restore ``dump`` over the live database."""
+        """Restore ``dump`` over the live database; create the database first if it is gone."""
+
+    def exists(self) -> bool:
+        """Whether the live database exists (a restore takes a safety backup only then)."""
+
+    def sweep(self, older_than: timedelta = STALE) -> list[str]:
+        """Drop scratch databases that killed drills left behind, older than ``older_than``."""
 
 
 class Scratch(Protocol):
@@ -86,12 +105,12 @@ class Scratch(Protocol):
     def check(self, sql: str) -> bool: ...
 
 
-def engine_for(url: URL, secrets: Secrets, jobs: int = 2) -> Engine:
+def engine_for(url: URL, secrets: Secrets, jobs: int = 2, lock_wait: float = LOCK_WAIT) -> Engine:
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
-        return PostgresEngine(url, secrets, jobs)
+        return PostgresEngine(url, secrets, jobs, lock_wait)
     if backend == "sqlite":
-        return SQLiteEngine(url)
+        return SQLiteEngine(url, lock_wait)
     raise BackupError(f"no backup engine for {backend!r} databases (postgresql, sqlite)")
 
 
@@ -159,6 +178,8 @@ def _pg_sums(
     rows' hashes modulo 2⁶⁴, summed exactly in numeric (measured cheaper here than two 32-bit
     halves summed in bigint; both give the same figure, so older manifests still compare).
     """
+    import psycopg
+
     chosen = dict(methods or {})
     if methods is None:
         for table, _ in tables:
@@ -166,6 +187,8 @@ def _pg_sums(
             try:
                 with conns[0].transaction():  # a savepoint: a refusal must not end the snapshot
                     conns[0].execute(f"SELECT hash_record_extended(t, 0) FROM {table} t LIMIT 1").fetchall()  # noqa: S608
+            except psycopg.errors.LockNotAvailable:
+                raise
             except Exception:  # noqa: BLE001 - no hash function for a column type: hash the text
                 chosen[table] = "text"
     work = _pg_work(tables)
@@ -203,106 +226,166 @@ def _pg_sums(
 class PostgresEngine:
     kind = "postgresql"
 
-    def __init__(self, url: URL, secrets: Secrets, jobs: int) -> None:
+    def __init__(self, url: URL, secrets: Secrets, jobs: int, lock_wait: float = LOCK_WAIT) -> None:
         self.url = url.set(drivername="postgresql")
         self.secrets = secrets
         self.jobs = jobs
+        self.lock_wait = lock_wait
+        query = {k: str(v[-1] if isinstance(v, tuple) else v) for k, v in url.query.items()}
+        self.password = str(url.password) if url.password else query.pop("password", None)
+        secrets.remember(self.password)
+        secrets.remember(query.get("sslpassword"))
+        self.options = query
+        """The URL's query: libpq connection options (sslmode, sslrootcert, host, …)."""
+
+    def _params(self, database: str | None = None) -> dict[str, str]:
+        """libpq's connection parameters, the password aside (``PGPASSWORD``, never argv).
+
+        The URL's host and port come first, then its query's (``?host=/var/run/postgresql``
+        names a socket directory), else 127.0.0.1:5432. Unless the URL sets them, a connection
+        attempt gives up after 15 s and a peer that stops answering is noticed within about a
+        minute (TCP keepalives).
+        """
+        params = {
+            "connect_timeout": "15",
+            "keepalives": "1",
+            "keepalives_idle": "30",
+            "keepalives_interval": "10",
+            "keepalives_count": "3",
+            **self.options,
+        }
+        url = self.url
+        params["host"] = url.host or params.get("host") or "127.0.0.1"
+        if url.port:
+            params["port"] = str(url.port)
+        params.setdefault("port", "5432")
+        params["dbname"] = database or url.database or params.get("dbname", "")
+        if url.username:
+            params["user"] = url.username
+        return params
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        if self.url.password:
-            env["PGPASSWORD"] = str(self.url.password)
+        if self.password:
+            env["PGPASSWORD"] = self.password
         return env
 
+    def _conninfo(self, database: str | None = None) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo("", **self._params(database))
+
     def _args(self, database: str | None = None) -> list[str]:
-        url = self.url
-        args = [
-            "-h",
-            url.host or "127.0.0.1",
-            "-p",
-            str(url.port or 5432),
-            "-d",
-            database or url.database or "",
-        ]
-        if url.username:
-            args += ["-U", url.username]
-        return args
+        return ["-d", self._conninfo(database)]
 
     def _connect(self, database: str | None = None, autocommit: bool = False) -> Any:
         import psycopg
 
-        url = self.url
         try:
-            return psycopg.connect(
-                host=url.host or "127.0.0.1",
-                port=url.port or 5432,
-                user=url.username,
-                password=str(url.password) if url.password else None,
-                dbname=database or url.database,
-                autocommit=autocommit,
-                connect_timeout=15,
-            )
+            conn = psycopg.connect(self._conninfo(database), password=self.password, autocommit=autocommit)
         except psycopg.Error as exc:
             raise BackupError(
                 self.secrets.scrub(f"cannot connect to PostgreSQL: {' '.join(str(exc).split())[:240]}")
             ) from None
+        return conn
+
+    def _bound(self, conn: Any) -> Any:
+        """``conn`` with its lock waits bounded by ``lock_wait`` seconds."""
+        conn.execute(f"SET lock_timeout = {int(self.lock_wait * 1000)}")
+        return conn
+
+    def _locked(self, conn: Any) -> BackupError:
+        """The one line for a lock not granted within ``lock_wait``: who holds what, if we can see it."""
+        holder = ""
+        with contextlib.suppress(Exception):
+            conn.execute("ROLLBACK")
+            row = conn.execute(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), l.pid, l.mode "
+                "FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid() "
+                "AND l.mode IN ('AccessExclusiveLock', 'ExclusiveLock') "
+                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "ORDER BY l.mode = 'AccessExclusiveLock' DESC LIMIT 1"
+            ).fetchone()
+            if row:
+                holder = f"table {row[0]} is locked by another session (pid {row[1]}, {row[2]}): "
+        return BackupError(
+            f"{holder or 'a table is locked by another session: '}no lock within {self.lock_wait:g}s "
+            "(lock_wait_seconds); nothing was backed up"
+        )
 
     def _fail(self, what: str, stderr: bytes) -> BackupError:
         lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
         return BackupError(self.secrets.scrub(f"{what}: {lines[-1] if lines else 'no message'}"[:400]))
 
     def dump(self, sink: Sink) -> DumpInfo:
-        conn = self._connect(autocommit=True)
+        import psycopg
+
+        conn = self._bound(self._connect(autocommit=True))
         try:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            version = str(conn.execute("SHOW server_version").fetchone()[0])
-            tables = [(r[0], int(r[1])) for r in conn.execute(PG_TABLES).fetchall()]
-            sums: dict[str, TableSum] = {}
-            failure: list[BaseException] = []
-
-            def count() -> None:
-                try:
-                    sums.update(_pg_sums([conn], tables))
-                except BaseException as exc:  # noqa: BLE001 - reported by the dumping thread
-                    failure.append(exc)
-
-            counter = threading.Thread(target=count, daemon=True)
-            tool = pg_tool("pg_dump")
-            proc = subprocess.Popen(
-                [tool, "-Fc", "-Z", "0", f"--snapshot={snapshot}", *self._args()],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=self._env(),
-            )
-            counter.start()
-            assert proc.stdout is not None and proc.stderr is not None
-            errors = bytearray()
-            drain = threading.Thread(target=lambda: errors.extend(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
-            drain.start()
             try:
-                while chunk := proc.stdout.read(READ):
-                    sink(chunk)
-            except BaseException:
-                proc.kill()
-                raise
-            finally:
-                code = proc.wait()
-                drain.join()
-                counter.join()
-            if code != 0:
-                raise self._fail("pg_dump failed", bytes(errors))
-            if failure:
-                raise BackupError(self.secrets.scrub(f"counting rows failed: {failure[0]}")[:300])
-            conn.execute("COMMIT")
+                return self._dump(conn, sink)
+            except psycopg.errors.LockNotAvailable:
+                raise self._locked(conn) from None
         finally:
             conn.close()
+
+    def _dump(self, conn: Any, sink: Sink) -> DumpInfo:
+        import psycopg
+
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        version = str(conn.execute("SHOW server_version").fetchone()[0])
+        tables = [(r[0], int(r[1])) for r in conn.execute(PG_TABLES).fetchall()]
+        sums: dict[str, TableSum] = {}
+        failure: list[BaseException] = []
+
+        def count() -> None:
+            try:
+                sums.update(_pg_sums([conn], tables))
+            except BaseException as exc:  # noqa: BLE001 - reported by the dumping thread
+                failure.append(exc)
+
+        counter = threading.Thread(target=count, daemon=True)
+        tool = pg_tool("pg_dump")
+        wait = f"--lock-wait-timeout={int(self.lock_wait * 1000)}"
+        proc = subprocess.Popen(
+            [tool, "-Fc", "-Z", "0", f"--snapshot={snapshot}", wait, *self._args()],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self._env(),
+        )
+        counter.start()
+        assert proc.stdout is not None and proc.stderr is not None
+        errors = bytearray()
+        drain = threading.Thread(target=lambda: errors.extend(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+        drain.start()
+        try:
+            while chunk := proc.stdout.read(READ):
+                sink(chunk)
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            code = proc.wait()
+            drain.join()
+            counter.join()
+        if any(isinstance(f, psycopg.errors.LockNotAvailable) for f in failure) or (
+            code != 0 and b"LOCK TABLE" in errors and b"timeout" in errors
+        ):
+            raise psycopg.errors.LockNotAvailable()  # dump() names the lock
+        if code != 0:
+            raise self._fail("pg_dump failed", bytes(errors))
+        if failure:
+            raise BackupError(self.secrets.scrub(f"counting rows failed: {failure[0]}")[:300])
+        conn.execute("COMMIT")
         tool_version = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.strip()
         return DumpInfo(engine=self.kind, server_version=version, tool=tool_version, tables=sums)
 
     @contextlib.contextmanager
     def scratch(self, dump: Iterable[bytes], methods: dict[str, str]) -> Iterator[Scratch]:
-        name = f"shiplift_drill_{uuid.uuid4().hex[:12]}"
+        name = scratch_name(datetime.now(UTC))
         admin = self._connect(autocommit=True)
         try:
             try:
@@ -323,8 +406,81 @@ class PostgresEngine:
         finally:
             admin.close()
 
-    def _restore(self, dump: Path, database: str, *extra: str) -> None:
-        args = [pg_tool("pg_restore"), "-j", str(self.jobs), "--no-owner", "--no-privileges", *extra]
+    def sweep(self, older_than: timedelta = STALE) -> list[str]:
+        """Drop the scratch databases of this role that a killed drill left, older than ``older_than``.
+
+        A scratch database's name holds its creation time (PostgreSQL records none). One still
+        in use — a drill that runs that long — is left alone: a plain DROP refuses it.
+        """
+        import psycopg
+
+        cutoff = datetime.now(UTC) - older_than
+        dropped = []
+        admin = self._connect(autocommit=True)
+        try:
+            names = [
+                r[0]
+                for r in admin.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE %s "
+                    "AND pg_get_userbyid(datdba) = current_user ORDER BY 1",
+                    (SCRATCH.replace("_", "\\_") + "%",),
+                ).fetchall()
+            ]
+            for name in names:
+                made = scratch_time(name)
+                if made is None or made >= cutoff:
+                    continue
+                with contextlib.suppress(psycopg.Error):  # in use, or gone meanwhile
+                    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                    dropped.append(name)
+        finally:
+            admin.close()
+        return dropped
+
+    def exists(self) -> bool:
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self._conninfo(), password=self.password)
+        except psycopg.OperationalError as exc:
+            if "does not exist" in str(exc) and f'database "{self.url.database}"' in str(exc):
+                return False
+            raise BackupError(
+                self.secrets.scrub(f"cannot connect to PostgreSQL: {' '.join(str(exc).split())[:240]}")
+            ) from None
+        conn.close()
+        return True
+
+    def _create(self) -> None:
+        """Create the live database, gone since its backup, owned by this role (it needs CREATEDB)."""
+        import psycopg
+        from psycopg import sql
+
+        admin = None
+        for maintenance in ("postgres", "template1"):
+            with contextlib.suppress(BackupError):
+                admin = self._connect(maintenance, autocommit=True)
+                break
+        if admin is None:
+            raise BackupError(
+                f"the database {self.url.database} does not exist and no maintenance database "
+                "(postgres, template1) accepts this role to create it"
+            )
+        try:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.url.database or "")))
+        except psycopg.Error as exc:
+            raise BackupError(
+                self.secrets.scrub(
+                    f"cannot create the database {self.url.database}: {' '.join(str(exc).split())[:200]}"
+                )
+            ) from None
+        finally:
+            admin.close()
+
+    def _restore(self, dump: Path, database: str, *extra: str, privileges: bool = False) -> None:
+        args = [pg_tool("pg_restore"), "-j", str(self.jobs), "--no-owner", *extra]
+        if not privileges:
+            args.append("--no-privileges")
         proc = subprocess.run(
             [*args, *self._args(database), str(dump)], capture_output=True, env=self._env(), check=False
         )
@@ -479,7 +635,24 @@ class PostgresEngine:
         return figures
 
     def restore_live(self, dump: Path) -> None:
-        self._restore(dump, self.url.database or "", "--clean", "--if-exists")
+        """``pg_restore --clean`` over the live database, its grants included (the app's role
+        keeps its privileges); a database dropped since is created first."""
+        if not self.exists():
+            self._create()
+        self._restore(dump, self.url.database or "", "--clean", "--if-exists", privileges=True)
+
+
+def scratch_name(at: datetime) -> str:
+    """A scratch database's name: its creation time (UTC), to the second, and a random part."""
+    return f"{SCRATCH}{at:%Y%m%d%H%M%S}_{uuid.uuid4().hex[:8]}"
+
+
+def scratch_time(name: str) -> datetime | None:
+    """When the scratch database ``name`` was made, or None for a name of another form."""
+    found = re.fullmatch(rf"{SCRATCH}(\d{{14}})_[0-9a-f]{{8}}", name)
+    if found is None:
+        return None
+    return datetime.strptime(found.group(1), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
 
 
 def _drop(admin: Any, name: str) -> None:
@@ -555,20 +728,34 @@ def _sqlite_sums(conn: sqlite3.Connection) -> dict[str, TableSum]:
 class SQLiteEngine:
     kind = "sqlite"
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, lock_wait: float = LOCK_WAIT) -> None:
         if not url.database:
             raise BackupError("a sqlite URL needs a file path (sqlite:///path/to/app.db)")
         self.path = Path(url.database)
+        self.lock_wait = lock_wait
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def sweep(self, older_than: timedelta = STALE) -> list[str]:
+        return []  # a drill's copy lives in a temporary directory
 
     def dump(self, sink: Sink) -> DumpInfo:
         if not self.path.exists():
             raise BackupError(f"the SQLite database {self.path} does not exist")
         with tempfile.TemporaryDirectory(prefix="shiplift-sqlite-") as tmp:
             copy = Path(tmp) / "backup.db"
-            source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.lock_wait)
             target = sqlite3.connect(copy)
             try:
                 source.backup(target)  # one step: a consistent copy while the app writes
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                raise BackupError(
+                    f"the SQLite database {self.path} is locked by another connection: no lock within "
+                    f"{self.lock_wait:g}s (lock_wait_seconds); nothing was backed up"
+                ) from None
             finally:
                 source.close()
             try:
@@ -607,6 +794,7 @@ class SQLiteEngine:
             conn.close()
 
     def restore_live(self, dump: Path) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # a database deleted with its directory
         source = sqlite3.connect(f"file:{dump}?mode=ro", uri=True)
         target = sqlite3.connect(self.path, timeout=30)
         try:

@@ -12,9 +12,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import os
+import select
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,14 @@ from sqlalchemy.engine import URL
 from shiplift.backups.secrets import Secrets
 from shiplift.config import Config, DatabaseConfig
 from shiplift.errors import BackupError
+
+IDLE_SECONDS = 120.0
+"""A worker that says nothing this long (it beats every few seconds) is stopped: a failure."""
+
+
+def lock_wait(db: DatabaseConfig) -> float:
+    """Seconds a backup of ``db`` waits for a table lock (``databases[].lock_wait_seconds``)."""
+    return db.lock_wait_seconds
 
 
 def database_url(root: Path, db: DatabaseConfig, secrets: Secrets) -> URL:
@@ -45,6 +57,7 @@ def worker_request(
         "database": db.name,
         "store": db.store,
         "store_options": db.store_options.model_dump(),
+        "lock_wait_seconds": lock_wait(db),
         **extra,
     }
 
@@ -59,9 +72,11 @@ def drill_request(
 class Job:
     """One worker process; :meth:`answer` reads its next JSON line."""
 
-    def __init__(self, request: dict[str, Any], secrets: Secrets) -> None:
+    def __init__(self, request: dict[str, Any], secrets: Secrets, idle_seconds: float = IDLE_SECONDS) -> None:
         self.secrets = secrets
+        self.idle_seconds = idle_seconds
         self.started = datetime.now(UTC)
+        self._buffer = b""
         self._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish, stop or answer
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "shiplift.backups.worker"],
@@ -74,21 +89,57 @@ class Job:
         self._proc.stdin.close()
 
     def answer(self, what: str) -> Any:
-        """The ``what`` of the worker's next answer; its error line as a BackupError if it failed."""
+        """The ``what`` of the worker's next answer; its error line as a BackupError if it failed.
+
+        The worker's heartbeats are skipped; one silent for ``idle_seconds`` is stopped and
+        reported as a BackupError.
+        """
+        while True:
+            line = self._line()
+            if not line:
+                code = self._proc.wait()
+                self._errors.seek(0)
+                lines = [x for x in self._errors.read().decode(errors="replace").splitlines() if x.strip()]
+                self._errors.close()
+                raise BackupError(
+                    self.secrets.scrub(lines[-1] if lines else f"the backup worker exited {code}")
+                )
+            answer = json.loads(line)
+            if what in answer:
+                return answer[what]
+
+    def _line(self) -> bytes:
+        """The worker's next line (empty at its end), waiting at most ``idle_seconds`` for it."""
         assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
-        if not line:
-            code = self._proc.wait()
-            self._errors.seek(0)
-            lines = [x for x in self._errors.read().decode(errors="replace").splitlines() if x.strip()]
-            self._errors.close()
-            raise BackupError(self.secrets.scrub(lines[-1] if lines else f"the backup worker exited {code}"))
-        return json.loads(line)[what]
+        fd = self._proc.stdout.fileno()
+        deadline = time.monotonic() + self.idle_seconds
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.stop()
+                raise BackupError(
+                    f"the backup worker (pid {self._proc.pid}) gave no sign of life for "
+                    f"{self.idle_seconds:g}s: stopped it"
+                )
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            data = os.read(fd, 1 << 16)
+            if not data:
+                line, self._buffer = self._buffer, b""
+                return line
+            self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line + b"\n"
 
     def finish(self) -> None:
         """Wait for a worker that has answered everything."""
         self._proc.wait()
         self._errors.close()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
     @property
     def returncode(self) -> int | None:
@@ -99,6 +150,8 @@ class Job:
         """Stop the worker; a drill drops its scratch database on the way out."""
         if self._proc.poll() is None:
             self._proc.terminate()
+            with contextlib.suppress(OSError):  # a stopped (SIGSTOP) worker must see its SIGTERM
+                os.kill(self._proc.pid, signal.SIGCONT)
             try:
                 self._proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -18,19 +18,20 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
+import re
 import secrets as random
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import zstandard
 
 from shiplift.backups.crypto import BackupKey, Decryptor, Encryptor
-from shiplift.backups.engines import Engine, TableSum
+from shiplift.backups.engines import STALE, Engine, TableSum
 from shiplift.backups.stores import Store
 from shiplift.errors import BackupError
 
@@ -86,6 +87,29 @@ def manifest_key(database: str, backup_id: str) -> str:
     return f"{database}/{backup_id}.manifest.json"
 
 
+def object_key(database: str, backup_id: str) -> str:
+    return f"{database}/{backup_id}.dump.zst.aes"
+
+
+SAFE_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
+
+
+def misplaced(manifest: Manifest, database: str, key: str) -> str | None:
+    """Why the manifest read from ``key`` may not be acted on, or None when it is ``database``'s own.
+
+    A manifest names its object; prune deletes that object. Only the object of
+    ``<database>/<id>.dump.zst.aes`` beside a manifest ``<database>/<id>.manifest.json`` is
+    trusted, whatever else a manifest (altered, or written by hand) says.
+    """
+    if not SAFE_ID.fullmatch(str(manifest.id)) or ".." in str(manifest.id):
+        return f"its id {str(manifest.id)[:80]!r} is not a backup id"
+    if key != manifest_key(database, manifest.id):
+        return f"its id {manifest.id} does not match its key {key}"
+    if manifest.object != object_key(database, manifest.id):
+        return f"it names the object {str(manifest.object)[:120]!r}, not {object_key(database, manifest.id)}"
+    return None
+
+
 def new_id(at: datetime) -> str:
     return f"{at:%Y%m%dT%H%M%SZ}-{random.token_hex(2)}"
 
@@ -112,11 +136,11 @@ def backup(
     started = at or datetime.now(UTC)
     t0 = time.monotonic()
     backup_id = new_id(started)
-    object_key = f"{database}/{backup_id}.dump.zst.aes"
+    stored_as = object_key(database, backup_id)
     counts = _Counter()
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
     encryptor = Encryptor(key)
-    writer = store.writer(object_key)
+    writer = store.writer(stored_as)
 
     def put(sealed: bytes) -> None:
         if sealed:
@@ -149,7 +173,7 @@ def backup(
         tool=info.tool,
         started_at=started.isoformat(),
         finished_at=datetime.now(UTC).isoformat(),
-        object=object_key,
+        object=stored_as,
         size_dump=counts.dump,
         size_compressed=counts.compressed,
         size_stored=counts.stored,
@@ -174,6 +198,46 @@ def manifests(store: Store, database: str) -> list[Manifest]:
         if key.endswith(".manifest.json"):
             out.append(Manifest.from_json(store.get_bytes(key)))
     return sorted(out, key=lambda m: m.id)
+
+
+def checked_manifests(store: Store, database: str) -> tuple[list[Manifest], dict[str, str]]:
+    """The backups of ``database`` whose manifests name only their own objects, oldest first, and
+    the manifest keys refused, each with why (see :func:`misplaced`)."""
+    out, refused = [], {}
+    for key in store.list(f"{database}/"):
+        if not key.endswith(".manifest.json"):
+            continue
+        try:
+            manifest = Manifest.from_json(store.get_bytes(key))
+        except (ValueError, TypeError) as exc:
+            refused[key] = f"not a manifest ({type(exc).__name__})"
+            continue
+        why = misplaced(manifest, database, key)
+        if why is None:
+            out.append(manifest)
+        else:
+            refused[key] = why
+    return sorted(out, key=lambda m: m.id), refused
+
+
+def sweep(engine: Engine | None, store: Store, database: str, older_than: timedelta = STALE) -> list[str]:
+    """What killed drills and backups of ``database`` left behind, older than ``older_than``,
+    removed: scratch databases, unfinished uploads (S3) and ``.partial`` files (local store).
+
+    Returns one line per thing removed, or per cleanup that could not run (a role that may not
+    list uploads, …): a sweep never fails the drill or prune that runs it.
+    """
+    done = []
+    try:
+        stale = engine.sweep(older_than) if engine is not None else []
+        done += [f"dropped the stale scratch database {name}" for name in stale]
+    except BackupError as exc:
+        done.append(f"could not look for stale scratch databases: {exc}")
+    try:
+        done += [f"removed the unfinished upload {key}" for key in store.sweep(f"{database}/", older_than)]
+    except BackupError as exc:
+        done.append(f"could not look for unfinished uploads: {exc}")
+    return done
 
 
 def find(store: Store, database: str, backup_id: str | None) -> Manifest:
@@ -293,6 +357,8 @@ class DrillResult:
     problems: list[str]
     """What differs from the manifest or failed; empty when the drill passed."""
     rows: int
+    swept: list[str] = field(default_factory=list)
+    """What killed drills and backups had left behind, removed first (see :func:`sweep`)."""
 
 
 def drill(
@@ -303,6 +369,7 @@ def drill(
     ``checks`` are ``(name, sql)`` pairs whose query must return a true first column. A check
     that raises is a failed check, named without the database's error text.
     """
+    swept = sweep(engine, store, manifest.database)
     t0 = time.monotonic()
     methods = {name: str(t.get("hash", "text")) for name, t in manifest.tables.items()}
     with engine.scratch(plain(store, manifest, key), methods) as scratch:
@@ -315,4 +382,5 @@ def drill(
                     problems.append(f"check {name!r} is false")
             except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
                 problems.append(f"check {name!r} failed: {type(exc).__name__}")
-    return DrillResult(restored_in, time.monotonic() - t0, problems, sum(t.rows for t in tables.values()))
+    rows = sum(t.rows for t in tables.values())
+    return DrillResult(restored_in, time.monotonic() - t0, problems, rows, swept)

@@ -8,11 +8,17 @@ and profiles (``AWS_ENDPOINT_URL_S3`` included), never from the config. An uploa
 multipart upload whose every part carries its SHA-256, which S3 verifies on receipt;
 server-side encryption and Object Lock retention (compliance mode) are set per object from
 ``store_options``.
+
+Every key is confined to the store: a key that is absolute or has a ``..`` segment is refused
+(:func:`confined`), whatever a manifest says. :meth:`Store.sweep` removes what a killed backup
+leaves behind — a local ``.partial`` file, an S3 multipart upload never completed — once it is
+older than a few hours.
 """
 
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import hashlib
 import os
@@ -56,6 +62,17 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def sweep(self, prefix: str, older_than: timedelta) -> builtins.list[str]:
+        """Remove the unfinished writes under ``prefix`` older than ``older_than``; name them."""
+
+
+def confined(key: str) -> str:
+    """``key`` if it names an object inside the store, else a BackupError."""
+    parts = key.replace("\\", "/").split("/")
+    if not key or key.startswith("/") or ".." in parts or "\x00" in key:
+        raise BackupError(f"{key!r} is outside the store: refused")
+    return key
+
 
 def store_for(url: str, options: StoreOptions | None = None) -> Store:
     if url.startswith("file://"):
@@ -92,7 +109,7 @@ class LocalStore:
         self.root = Path(urlsplit(url).path)
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        return self.root / confined(key)
 
     def writer(self, key: str) -> ObjectWriter:
         return _FileWriter(self._path(key))
@@ -126,6 +143,19 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def sweep(self, prefix: str, older_than: timedelta) -> builtins.list[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        cutoff = (datetime.now(UTC) - older_than).timestamp()
+        removed = []
+        for path in sorted(base.rglob("*.partial")):
+            with contextlib.suppress(OSError):  # gone meanwhile
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(str(path.relative_to(self.root)))
+        return removed
 
 
 def _b64_sha256(data: bytes) -> str:
@@ -241,6 +271,7 @@ class S3Store:
         self.client = boto3.client("s3")
 
     def _key(self, key: str) -> str:
+        confined(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put_options(self) -> dict[str, Any]:
@@ -304,6 +335,26 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:  # noqa: BLE001
             raise BackupError(f"cannot delete {self.url}/{key}: {_explain(exc)}") from None
+
+    def sweep(self, prefix: str, older_than: timedelta) -> builtins.list[str]:
+        cutoff = datetime.now(UTC) - older_than
+        start = self._key(prefix)
+        aborted = []
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=start
+            ):
+                for upload in page.get("Uploads", []):
+                    key, initiated = upload["Key"], upload["Initiated"]
+                    if not key.startswith(start) or initiated >= cutoff:
+                        continue
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload["UploadId"]
+                    )
+                    aborted.append(key[len(self.prefix) + 1 :] if self.prefix else key)
+        except Exception as exc:  # noqa: BLE001
+            raise BackupError(f"cannot abort stale uploads in {self.url}: {_explain(exc)}") from None
+        return aborted
 
 
 def _explain(exc: Exception) -> str:

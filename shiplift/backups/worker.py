@@ -11,6 +11,10 @@ stdout:
 - ``{"op": "drill", …}`` → ``{"manifest": …}`` once the backup is found, then
   ``{"result": …}`` once the scratch database is checked and dropped.
 
+Between answers, ``{"alive": n}`` every 2 seconds tells the flow the worker still runs; the
+flow stops a worker silent for longer than ``jobs.IDLE_SECONDS``. Every wait of the worker on
+something outside has its own bound (see ``engines``; boto3 times out too).
+
 A failure is one scrubbed line on stderr and exit code 1. SIGTERM stops a drill and drops its
 scratch database.
 """
@@ -21,22 +25,39 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
 from shiplift.backups.crypto import derive_key
-from shiplift.backups.engines import engine_for
+from shiplift.backups.engines import LOCK_WAIT, engine_for
 from shiplift.backups.pipeline import Manifest, backup, drill, find
 from shiplift.backups.secrets import Secrets
 from shiplift.backups.stores import store_for
 from shiplift.config import StoreOptions
 
+HEARTBEAT_SECONDS = 2.0
+_out = threading.Lock()
+
 
 def _answer(**payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload) + "\n")
-    sys.stdout.flush()
+    with _out:
+        sys.stdout.write(json.dumps(payload) + "\n")
+        sys.stdout.flush()
+
+
+def _heartbeat() -> None:
+    beats = 0
+    while True:
+        beats += 1
+        try:
+            _answer(alive=beats)
+        except (OSError, ValueError):  # the flow is gone: nothing to tell
+            return
+        time.sleep(HEARTBEAT_SECONDS)
 
 
 def _manifest(manifest: Manifest) -> dict[str, Any]:
@@ -48,10 +69,11 @@ def main() -> int:
     request = json.loads(sys.stdin.readline())
     secrets = Secrets()
     secrets.remember(request["key"])
+    threading.Thread(target=_heartbeat, daemon=True).start()
     try:
         url = make_url(request["url"])
         secrets.remember(url.password if isinstance(url.password, str) else None)
-        engine = engine_for(url, secrets)
+        engine = engine_for(url, secrets, lock_wait=float(request.get("lock_wait_seconds", LOCK_WAIT)))
         store = store_for(request["store"], StoreOptions(**request["store_options"]))
         key = derive_key(request["key"], request["key_source"])
         if request["op"] == "backup":

@@ -121,12 +121,14 @@ class Project:
         return resp.text.strip() if resp.status_code == 200 else None
 
     def shiplift(
-        self, *args: str, timeout: float = 600, check: bool = False
+        self, *args: str, timeout: float = 600, check: bool = False, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
+        """Run ``shiplift ARGS --config …``; ``env`` adds to (or, with a value of "", removes from)
+        this process's environment."""
         cmd = [sys.executable, "-m", "shiplift", *args, "--config", str(self.config_path)]
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, cwd=self.dir, env=os.environ.copy()
-        )
+        environ = {**os.environ, **(env or {})}
+        environ = {k: v for k, v in environ.items() if v != ""}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.dir, env=environ)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
@@ -266,6 +268,23 @@ class Postgres:
         self._as_postgres(self._bin("pg_ctl"), "-D", str(self.data), "reload")
         time.sleep(0.5)
         return f"postgresql://{name}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def add_socket_user(self, name: str, database: str) -> str:
+        """A login role refused over TCP, let in through the server's Unix socket only (as
+        ``peer`` or socket-only setups do), owning a new database; its URL, which names the
+        socket directory: ``postgresql://name@/database?host=<dir>&port=<port>``.
+        """
+        import psycopg
+
+        with psycopg.connect(self.url(driver="postgresql"), autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {name} LOGIN CREATEDB")
+            conn.execute(f"CREATE DATABASE {database} OWNER {name}")
+        hba = self.data / "pg_hba.conf"
+        rules = f"local all {name} trust\nhost all {name} 0.0.0.0/0 reject\nhost all {name} ::/0 reject\n"
+        hba.write_text(rules + hba.read_text())
+        self._as_postgres(self._bin("pg_ctl"), "-D", str(self.data), "reload")
+        time.sleep(0.5)
+        return f"postgresql://{name}@/{database}?host={self.root}&port={self.port}"
 
     def stop(self) -> None:
         self._as_postgres(self._bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
