@@ -64,7 +64,14 @@ def main() -> None:
             sent = time.time()
             httpx.post(
                 f"{api}/flow_runs/{dep.run_id}/resume",
-                json={"run_input": {"approved": True, "approver": "alice", "comment": "bench"}},
+                json={
+                    "run_input": {
+                        "approved": True,
+                        "approver": "alice",
+                        "comment": "bench",
+                        **{"app": app, "environment": "prod", "version": f"v{i}", "step": 0},
+                    }
+                },
             ).raise_for_status()
             proc.communicate(timeout=300)
             events = {message.split(" ", 1)[0]: at.timestamp() for at, _, _, message in ledger.events(dep.id)}

@@ -20,19 +20,68 @@ from prefect.input import RunInput
 from flows.common import Context
 from shiplift.approvals import ANYONE, Decision, Outcome, outcome, refusal
 from shiplift.config import ApprovalConfig, EnvironmentConfig
+from shiplift.errors import InputError
 from shiplift.ledger import Deployment, now
-from shiplift.model import ImageRef, Phase, slug
+from shiplift.model import ImageRef, Phase
 from shiplift.progress import announce, report
 
 AUTO = "(auto-approve)"
 
 
 class ApprovalInput(RunInput):
-    """The Resume form: an empty submit is not an approval."""
+    """The Resume form: an empty submit is not an approval.
+
+    ``app``, ``environment``, ``version`` and ``step`` name the gate the decision is for; the
+    form comes filled in with the gate the run waits at. A decision that names another gate
+    (a late "yes" meant for staging, or for an earlier pause) is refused and recorded.
+    ``abort`` is how ``shiplift rollback`` stops a rollout that waits for a person.
+    """
 
     approved: bool = False
     approver: str = ""
     comment: str = ""
+    app: str = ""
+    environment: str = ""
+    version: str = ""
+    step: int = -1
+    abort: bool = False
+
+
+def gate_of(app: str, name: str, dep: Deployment, step: int) -> dict[str, object]:
+    """The fields of :class:`ApprovalInput` that bind a decision to this gate."""
+    return {"app": app, "environment": name, "version": dep.version, "step": step}
+
+
+def wrong_gate(answer: ApprovalInput, gate: dict[str, object]) -> str | None:
+    """Why ``answer`` is not for ``gate``, or ``None`` when it is."""
+    given = {"app": answer.app, "environment": answer.environment, "version": answer.version}
+    given["step"] = answer.step
+    # the form's defaults are this gate's: only fields the sender set name a gate
+    named = set(gate) <= answer.model_fields_set
+    if named and given == gate:
+        return None
+    if not named or not answer.environment or not answer.version or answer.step < 0:
+        return (
+            "the decision does not name its gate: send app, environment, version and step with it "
+            f"(this run waits at {_gate_text(gate)})"
+        )
+    return f"the decision is for {_gate_text(given)}, but this run waits at {_gate_text(gate)}"
+
+
+def _same_rollout(answer: ApprovalInput, gate: dict[str, object]) -> bool:
+    """An abort names the rollout (app, environment, version); it stops it at whatever step."""
+    named = {"app", "environment", "version"} <= answer.model_fields_set
+    return named and (answer.app, answer.environment, answer.version) == (
+        gate["app"],
+        gate["environment"],
+        gate["version"],
+    )
+
+
+def _gate_text(gate: dict[str, object]) -> str:
+    step = gate["step"]
+    where = "the approval gate" if step == 0 else f"the pause at step {step}"
+    return f"{gate['app']} {gate['version']} in {gate['environment']}, {where}"
 
 
 def describe(
@@ -78,6 +127,8 @@ def await_approval(
     policy = env.approval
     assert policy is not None
     if auto_approve:
+        if not policy.allow_auto_approve:  # flows refuse it before this; never let it through here
+            raise InputError(auto_approve_refusal(env.name))
         ctx.ledger.record_approval(
             dep.id, approver=AUTO, approved=True, comment="--auto-approve", accepted=True, reason=None
         )
@@ -93,6 +144,20 @@ def await_approval(
         author=author,
         waiting=Phase.AWAITING_APPROVAL,
     )
+
+
+def auto_approve_refusal(env: str) -> str:
+    return (
+        f"--auto-approve: environment {env} does not allow it "
+        f"(set environments[{env}].approval.allow_auto_approve: true, or approve in the Prefect UI)"
+    )
+
+
+def refuse_auto_approve(ctx: Context, envs: list[EnvironmentConfig]) -> None:
+    """Refuse at once (:class:`InputError`) an auto-approve that one of ``envs``' gates does not allow."""
+    for env in envs:
+        if env.approval is not None and not env.approval.allow_auto_approve:
+            raise InputError(auto_approve_refusal(env.name))
 
 
 def pause_policy(env: EnvironmentConfig) -> ApprovalConfig:
@@ -125,20 +190,24 @@ def await_decision(
         if a.accepted
     ]
     waited_since = dep.started_at if step == 0 else now()
-    ledger.advance(dep.id, waiting, dep.step_index, f"waiting for {policy.min_approvals} approval(s)")
+    ledger.advance(dep.id, waiting, step, f"waiting for {policy.min_approvals} approval(s)")
     if not isinstance(env, str):
         ledger.set_environment_phase(ctx.config.app, env.name, waiting)
     deadline = time.monotonic() + policy.timeout_seconds - max(0.0, (now() - waited_since).total_seconds())
     log = get_run_logger()
+    gate = gate_of(ctx.config.app, name, dep, step)
     while (verdict := outcome(policy, accepted)) is Outcome.PENDING:
         remaining = deadline - time.monotonic()
         report(f"{name}: waiting for approval (run {ctx.run_id})")
-        announce(f"{name}: waiting for approval: shiplift approve {ctx.run_id} --as NAME")
+        hint = f"--env {name} --version {dep.version}" if not isinstance(env, str) else str(ctx.run_id)
+        announce(f"{name}: waiting for approval: shiplift approve {hint} --as NAME")
         try:
             if remaining <= 0:
                 raise FlowPauseTimeout("the approval gate timed out")
             answer = pause_flow_run(
-                wait_for_input=ApprovalInput.with_initial_data(description=description, approved=False),
+                wait_for_input=ApprovalInput.with_initial_data(
+                    description=description, approved=False, **gate
+                ),
                 timeout=max(1, int(remaining)),
                 poll_interval=1,
             )
@@ -156,7 +225,23 @@ def await_decision(
             _artifact(ctx, name, dep)
             return Outcome.REJECTED, reason
         decision = Decision(answer.approver.strip(), bool(answer.approved), answer.comment, now())
-        why_not = refusal(policy, author, accepted, decision)
+        why_not = wrong_gate(answer, gate)
+        if answer.abort and (why_not is None or _same_rollout(answer, gate)):
+            reason = f"aborted by {decision.approver or 'an operator'}" + (
+                f": {decision.comment}" if decision.comment else ""
+            )
+            ledger.record_approval(
+                dep.id,
+                approver=decision.approver or "(operator)",
+                approved=False,
+                comment=decision.comment,
+                accepted=True,
+                reason=reason,
+                step_index=step,
+            )
+            _artifact(ctx, name, dep)
+            return Outcome.REJECTED, reason
+        why_not = why_not or refusal(policy, author, accepted, decision)
         ledger.record_approval(
             dep.id,
             approver=decision.approver or "(none)",
@@ -187,7 +272,7 @@ def _artifact(ctx: Context, name: str, dep: Deployment) -> None:
         for a in ctx.ledger.approvals(dep.id)
     )
     create_markdown_artifact(
-        key=f"approvals-{slug(ctx.config.app)}-{slug(name)}",
+        key=f"approvals-{ctx.config.app}--{name.replace(':', '--')}",
         markdown=(
             f"### Approvals: {ctx.config.app} {dep.version} to {name}\n\n"
             f"| when (UTC) | who | decision | verdict | comment |\n|---|---|---|---|---|\n{rows}\n"

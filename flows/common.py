@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from shiplift.config import Config, EnvironmentConfig, load_config
+from shiplift.errors import ReleaseError
 from shiplift.ledger import Ledger, ledger_url, open_ledger
 from shiplift.model import resource_name
 from shiplift.progress import report
@@ -50,15 +51,38 @@ LOCK_LEASE_SECONDS = 60
 """A killed holder's slot frees once its lease lapses (Prefect's shortest lease is 60 s)."""
 
 
+class LockTimeout(ReleaseError):
+    """The environment lock was not free within ``lock_timeout_seconds``; nothing was changed."""
+
+
 @contextmanager
-def environment_lock(ctx: Context, env: EnvironmentConfig) -> Iterator[None]:
+def environment_lock(
+    ctx: Context, env: EnvironmentConfig, timeout_seconds: float | None = None
+) -> Iterator[None]:
     """Hold the strict global concurrency limit ``shiplift-<app>-<env>`` (one slot)."""
     name = resource_name(ctx.config.app, env.name)
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, 1)
     report(f"{env.name}: waiting for the environment lock {name}")
-    with concurrency(name, occupy=1, strict=True, lease_duration=LOCK_LEASE_SECONDS):
-        yield
+    wait = env.lock_timeout_seconds if timeout_seconds is None else timeout_seconds
+    held = False
+    try:
+        with concurrency(
+            name,
+            occupy=1,
+            strict=True,
+            lease_duration=LOCK_LEASE_SECONDS,
+            timeout_seconds=wait,
+        ):
+            held = True
+            yield
+    except TimeoutError:
+        if held:
+            raise
+        raise LockTimeout(
+            f"{env.name}: another promotion held the environment lock {name} for "
+            f"{wait:g}s; try again later (or raise lock_timeout_seconds)"
+        ) from None
 
 
 def supersede_run(old_run_id: str, new_run_id: str) -> None:

@@ -34,7 +34,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
 from flows.approval import await_decision, pause_policy
-from flows.common import Context, environment_lock
+from flows.common import Context, LockTimeout, environment_lock
 from shiplift.analysis import Measurement
 from shiplift.analysis.judge import Analysis, Result, Verdict
 from shiplift.approvals import Outcome
@@ -375,11 +375,15 @@ def scale_down_later(ctx: Context, env: EnvironmentConfig, keep: Instance) -> No
     delay = env.strategy.scale_down_delay_seconds
     announce(f"{env.name}: the previous version stays up {delay:g}s for an instant rollback")
     time.sleep(delay)
-    with environment_lock(ctx, env):
-        if ctx.ledger.unfinished_all(ctx.config.app, env.name):
-            return  # another promotion or rollback runs now; it cleans up after itself
-        state = ctx.ledger.environment(ctx.config.app, env.name)
-        serving = state.version if state else keep.version
-        for other in ctx.retried(list_instances)(ctx.config, env):
-            if other.version != serving:
-                ctx.retried(stop_version)(ctx.config, env, other.name)
+    try:
+        with environment_lock(ctx, env):
+            if ctx.ledger.unfinished_all(ctx.config.app, env.name):
+                return  # another promotion or rollback runs now; it cleans up after itself
+            state = ctx.ledger.environment(ctx.config.app, env.name)
+            serving = state.version if state else keep.version
+            for other in ctx.retried(list_instances)(ctx.config, env):
+                if other.version != serving:
+                    ctx.retried(stop_version)(ctx.config, env, other.name)
+    except LockTimeout:
+        # another promotion holds the environment; it stops what it does not serve
+        get_run_logger().warning("%s: the old version stays; the environment is busy", env.name)

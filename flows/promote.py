@@ -20,18 +20,26 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 
-from flows.approval import await_approval
+from flows.approval import await_approval, refuse_auto_approve
 from flows.backup import backups_before, check_drill_age
-from flows.common import Context, environment_lock, open_context, supersede_run
+from flows.common import (
+    LOCK_LEASE_SECONDS,
+    Context,
+    LockTimeout,
+    environment_lock,
+    open_context,
+    supersede_run,
+)
 from flows.progressive import Rollout, scale_down_later
 from shiplift.approvals import Outcome
 from shiplift.config import EnvironmentConfig
 from shiplift.errors import ReleaseError, RouterError, ShipliftError
 from shiplift.ledger import Deployment
-from shiplift.model import ImageRef, Phase
+from shiplift.model import ImageRef, Phase, check_version
 from shiplift.progress import announce, report
 from shiplift.targets import Instance
 from tasks.deploy import (
@@ -68,6 +76,9 @@ def deploy_version(
     state = ledger.environment(app, env.name)
     dep = ledger.unfinished(app, env.name, version=version, digest=image.digest)
     serving = dep is None and state is not None and (state.version, state.digest) == (version, image.digest)
+    if serving:
+        # the router follows the config (a changed port or host) even when nothing else changes
+        ctx.retried(prepare_environment)(config, env)
     if serving and ctx.retried(get_routes)(config, env) == {version: 100}:
         announce(f"{env.name}: {version} already serves {_endpoint(env)}")
         return None
@@ -105,7 +116,21 @@ def deploy_version(
         announce(f"{env.name}: {why}")
 
     # One promotion per environment at a time, taken after approval: a second release for the
-    # same environment waits here for its turn.
+    # same environment waits here for its turn, at most lock_timeout_seconds.
+    try:
+        return _locked(ctx, env, dep, version, image, kind)
+    except LockTimeout as exc:
+        ledger.finish(dep.id, Phase.FAILED, str(exc))
+        if state is not None and state.version:
+            ledger.set_environment_phase(app, env.name, Phase(state.phase))
+        raise
+
+
+def _locked(
+    ctx: Context, env: EnvironmentConfig, dep: Deployment, version: str, image: ImageRef, kind: str
+) -> Deployment:
+    """Under the environment lock: close what a killed run left, back up, run the strategy."""
+    ledger, app = ctx.ledger, ctx.config.app
     with environment_lock(ctx, env):
         ledger.advance(dep.id, Phase.PROGRESSING, dep.step_index, "environment lock taken")
         state = ledger.environment(app, env.name)
@@ -276,13 +301,98 @@ def _fail(
     announce(f"{env.name}: {dep.version} failed: {reason}")
 
 
-def _abandon(ctx: Context, env: EnvironmentConfig, dep: Deployment, serving: str | None, reason: str) -> None:
-    """Close an unfinished deployment of another version left by a killed run."""
+def _abandon(
+    ctx: Context,
+    env: EnvironmentConfig,
+    dep: Deployment,
+    serving: str | None,
+    reason: str,
+    phase: Phase = Phase.FAILED,
+) -> None:
+    """Close an unfinished deployment of another version left by a killed run.
+
+    Traffic it had moved to its version goes back to the version the environment serves
+    first; then its version is removed.
+    """
     if dep.version != serving:
-        for other in ctx.retried(list_instances)(ctx.config, env):
+        instances = ctx.retried(list_instances)(ctx.config, env)
+        stable = next((i for i in instances if i.version == serving), None)
+        if stable is not None and (dep.weights or {}).get(dep.version, 0) > 0:
+            routes = {stable.version: stable.backend_url}
+            ctx.retried(set_routes)(ctx.config, env, routes, {stable.version: 100})
+            time.sleep(env.drain_seconds)
+        for other in instances:
             if other.version == dep.version and other.image.digest == dep.digest:
                 ctx.retried(stop_version)(ctx.config, env, other.name)
-    ctx.ledger.finish(dep.id, Phase.FAILED, reason)
+    ctx.ledger.finish(dep.id, phase, reason)
+
+
+WAITING = (Phase.AWAITING_APPROVAL, Phase.PAUSED)
+ABORT_ANSWER_SECONDS = 60.0
+"""How long an abort waits for the paused run to answer before taking the environment over."""
+
+
+def abort_waiting(ctx: Context, env: EnvironmentConfig, *, by: str) -> list[str]:
+    """Abort every rollout of ``env`` that waits for a person; return the versions aborted.
+
+    The paused run is resumed with an abort bound to its gate: it puts 100% of the traffic
+    back on its stable version, removes its new version and ends ``Aborted`` (a promotion
+    waiting at its approval gate ends ``Rejected``), then frees the environment lock. A run
+    whose process is gone does not answer: its lock lease lapses and this run aborts the
+    rollout itself, traffic first.
+    """
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.approval import gate_of
+
+    ledger, app = ctx.ledger, ctx.config.app
+    aborted: list[str] = []
+    for dep in ledger.unfinished_all(app, env.name):
+        if Phase(dep.phase) not in WAITING:
+            continue
+        announce(f"{env.name}: aborting the rollout of {dep.version} that waits for a person")
+        answer = {
+            "approved": False,
+            "approver": by,
+            "comment": f"shiplift rollback --env {env.name}",
+            "abort": True,
+            **gate_of(app, env.name, dep, dep.step_index),
+        }
+        if dep.run_id:
+            try:
+                resume_flow_run(UUID(dep.run_id), run_input=answer)
+            except Exception as exc:  # noqa: BLE001 - a run that cannot answer is taken over below
+                get_run_logger().warning("%s: run %s did not take the abort: %s", env.name, dep.run_id, exc)
+        deadline = time.monotonic() + env.drain_seconds + ABORT_ANSWER_SECONDS
+        while not Phase(ledger.deployment(dep.id).phase).finished and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not Phase(ledger.deployment(dep.id).phase).finished:
+            # a dead holder's lease lapses within LOCK_LEASE_SECONDS; a live one would have answered
+            with environment_lock(ctx, env, timeout_seconds=LOCK_LEASE_SECONDS + ABORT_ANSWER_SECONDS):
+                left = ledger.deployment(dep.id)
+                if not Phase(left.phase).finished:
+                    state = ledger.environment(app, env.name)
+                    _abandon(
+                        ctx,
+                        env,
+                        left,
+                        state.version if state else None,
+                        f"aborted by {by}; its run did not answer",
+                        Phase.ABORTED,
+                    )
+                    if left.run_id and ctx.run_id:
+                        supersede_run(left.run_id, ctx.run_id)
+                    if state is not None and state.version:
+                        ledger.set_environment(
+                            app,
+                            env.name,
+                            version=state.version,
+                            digest=state.digest,
+                            weights={state.version: 100},
+                            phase=Phase.ABORTED,
+                        )
+        aborted.append(dep.version)
+    return aborted
 
 
 def _endpoint(env: EnvironmentConfig) -> str:
@@ -312,16 +422,21 @@ def promote(
 
     The version must serve the level before ``to`` (none for the first level).
     """
+    check_version(version)
     ctx = open_context(config_path)
     env = ctx.config.environment(to)
+    if auto_approve:
+        refuse_auto_approve(ctx, [env])
     image = release_image(ctx, version)
     index = ctx.config.index_of(to)
     previous_level = None
     if index > 0:
         before = ctx.config.environments[index - 1]
         state = ctx.ledger.environment(ctx.config.app, before.name)
-        if state is None or state.version != version:
+        if state is None or state.version != version or state.digest is None:
             raise ReleaseError(f"{version} does not serve {before.name}; promote it there first")
+        # what the level before serves, by digest: never "whatever the label points to now"
+        image = ImageRef(image.repository, state.digest)
         previous_level = f"{state.phase}: serves {version} since {state.updated_at:%Y-%m-%d %H:%M:%S} UTC"
     deploy_version(
         ctx,

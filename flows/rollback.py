@@ -1,8 +1,16 @@
 """Rollback of one environment to the previous good version, or to a named one.
 
-The previous good version is the newest that succeeded in that environment and is not the
-one serving now. It is deployed by its recorded digest with the same health-gated switch as
-a promotion, so the version serving now keeps traffic until the old one is healthy.
+Rollback is Argo's ``undo``: it passes no approval gate and no analysis, so it only ever
+returns to a version that already **served this same environment** (a deployment of it
+completed there), by the digest that deployment recorded. Any other version is refused —
+promote it instead — and so is a version marked bad, unless ``force``.
+
+An incident must not wait for a person: a rollout in this environment that waits for one (its
+approval gate, a pause until approved, an inconclusive analysis) is aborted first — traffic
+100% back on its stable version, the new version removed — and when that already brings the
+environment back, the rollback is done. Then the version is deployed with the same
+health-gated switch as a promotion, so what serves now keeps traffic until the old one is
+healthy.
 """
 
 from __future__ import annotations
@@ -10,24 +18,44 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import open_context
-from flows.promote import deploy_version, release_image
-from shiplift.errors import ReleaseError
+from flows.promote import abort_waiting, deploy_version, refuse_bad
+from shiplift.errors import InputError, ReleaseError
+from shiplift.model import ImageRef, check_version
 
 
 @flow(name="rollback", flow_run_name="rollback-{env}", log_prints=True)
-def rollback(config_path: str, env: str, to: str | None = None) -> dict[str, str]:
-    """Roll ``env`` back to the previous good version (or ``to``)."""
+def rollback(
+    config_path: str, env: str, to: str | None = None, force: bool = False, author: str | None = None
+) -> dict[str, str]:
+    """Roll ``env`` back to the previous good version (or ``to``, which must have served ``env``)."""
+    if to is not None:
+        check_version(to)
     ctx = open_context(config_path)
     environment = ctx.config.environment(env)
-    state = ctx.ledger.environment(ctx.config.app, env)
+    app = ctx.config.app
+    if to is not None and ctx.ledger.served(app, env, to) is None:
+        raise InputError(f"{to} never served {env}; promote it instead")
+    before = ctx.ledger.environment(app, env)
+    aborted = abort_waiting(ctx, environment, by=author or "shiplift rollback")
+    state = ctx.ledger.environment(app, env)
     current = state.version if state else None
+    result = {"environment": env, "from": (before.version if before else None) or ""}
     if to is None:
-        previous = ctx.ledger.previous_good(ctx.config.app, env, current)
+        if aborted and current and state and state.weights == {current: 100}:
+            # the abort put the environment back on the version it served before the rollout
+            return {**result, "version": current, "digest": state.digest or "", "aborted": ", ".join(aborted)}
+        previous = ctx.ledger.previous_good(app, env, current)
         if previous is None:
             raise ReleaseError(f"{env} has no previous good version to roll back to")
         to = previous.version
-    if to == current:
+    if to == current and state is not None and state.weights == {to: 100}:
+        if aborted:
+            return {**result, "version": to, "digest": state.digest or "", "aborted": ", ".join(aborted)}
         raise ReleaseError(f"{env} already serves {to}")
-    image = release_image(ctx, to)
+    refuse_bad(ctx, to, force, "roll back to")
+    served = ctx.ledger.served(app, env, to)
+    assert served is not None  # checked above, or previous_good found it
+    record = ctx.ledger.release(app, to)
+    image = ImageRef(record.repository if record else ctx.config.image.repository, served.digest)
     deploy_version(ctx, environment, to, image, kind="rollback")
-    return {"environment": env, "version": to, "digest": image.digest, "from": current or ""}
+    return {**result, "version": to, "digest": image.digest, "aborted": ", ".join(aborted)}

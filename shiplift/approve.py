@@ -4,7 +4,11 @@ This is the one module of the core that talks to Prefect's API: the CLI's ``appr
 ``reject`` are API clients, like the UI's Resume button and the bare REST call::
 
     curl -X POST "$PREFECT_API_URL/flow_runs/$RUN_ID/resume" -H 'Content-Type: application/json' \\
-         -d '{"run_input": {"approved": true, "approver": "alice", "comment": "ship it"}}'
+         -d '{"run_input": {"approved": true, "approver": "alice", "comment": "ship it",
+              "app": "hello", "environment": "prod", "version": "v2", "step": 0}}'
+
+A decision names its gate (app, environment, version, step); one that names another gate than
+the one the run waits at is refused and recorded as refused.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from typing import Any
 from uuid import UUID
 
 from shiplift.config import Config
-from shiplift.ledger import ledger_url, open_ledger
+from shiplift.errors import InputError
+from shiplift.ledger import Ledger, ledger_url, open_ledger
+from shiplift.model import Phase
 from shiplift.prefect_api import ApiError, api_url, check, session
 
 
@@ -22,17 +28,65 @@ class DecisionError(ApiError):
     """The decision could not be delivered (no such run, not paused, API unreachable)."""
 
 
+WAITING = (Phase.AWAITING_APPROVAL, Phase.PAUSED)
+
+
+def waiting_gate(
+    config: Config, ledger: Ledger, *, run_id: str | None, env: str | None, version: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The run and the gate (app, environment, version, step) a decision is meant for.
+
+    With ``env`` and ``version``, the ledger names the run that waits for them; with a run id,
+    the gate that run waits at now (and ``env``/``version``, when also given, must match it).
+    """
+    if run_id is not None:
+        try:
+            UUID(run_id)
+        except ValueError:
+            raise InputError(f"{run_id!r} is not a flow run id") from None
+        waiting = [d for d in ledger.deployment_for_run(run_id) if Phase(d.phase) in WAITING]
+        if not waiting:
+            raise InputError(
+                f"run {run_id} is not waiting for a decision on {config.app} (see shiplift status)"
+            )
+        dep = waiting[-1]
+        if (env is not None and env != dep.environment) or (version is not None and version != dep.version):
+            raise InputError(
+                f"run {run_id} waits for {dep.version} in {dep.environment}, not "
+                f"{version or dep.version} in {env or dep.environment}"
+            )
+    else:
+        if env is None or version is None:
+            raise InputError("name the run (RUN_ID) or the gate (--env ENV --version V)")
+        found = [
+            d
+            for d in ledger.unfinished_all(config.app, env)
+            if d.version == version and Phase(d.phase) in WAITING
+        ]
+        if not found or not found[0].run_id:
+            raise InputError(f"no run waits for a decision on {config.app} {version} in {env}")
+        dep = found[0]
+        run_id = str(dep.run_id)
+    gate = {"app": config.app, "environment": dep.environment, "version": dep.version, "step": dep.step_index}
+    return run_id, gate
+
+
 def submit_decision(
-    config: Config, run_id: str, *, approver: str, approved: bool, comment: str, wait_seconds: float = 15
+    config: Config,
+    run_id: str | None,
+    *,
+    approver: str,
+    approved: bool,
+    comment: str,
+    env: str | None = None,
+    version: str | None = None,
+    wait_seconds: float = 15,
 ) -> dict[str, Any]:
-    """Resume the paused run with the decision; return whether shiplift counted it, and why not."""
-    try:
-        UUID(run_id)
-    except ValueError:
-        raise DecisionError(f"{run_id!r} is not a flow run id") from None
+    """Resume the paused run with the decision bound to its gate; return whether shiplift counted it."""
     if not approver.strip():
-        raise DecisionError("--as: give your name as listed in approval.approvers")
+        raise InputError("--as: give your name as listed in approval.approvers")
     ledger = open_ledger(ledger_url(config.root, config.ledger.url))
+    run_id, gate = waiting_gate(config, ledger, run_id=run_id, env=env, version=version)
     before = _decisions(ledger, run_id)
     with session() as api:
         run = api.get(f"/flow_runs/{run_id}")
@@ -44,28 +98,23 @@ def submit_decision(
             raise DecisionError(f"run {run_id} is not waiting for approval (state: {state})")
         answer = api.post(
             f"/flow_runs/{run_id}/resume",
-            json={"run_input": {"approved": approved, "approver": approver, "comment": comment}},
+            json={"run_input": {"approved": approved, "approver": approver, "comment": comment, **gate}},
         )
         body = check(answer).json()
         if body.get("status") not in (None, "ACCEPT"):
             raise DecisionError(f"the Prefect server refused to resume run {run_id}: {body.get('details')}")
     deadline = time.monotonic() + wait_seconds
+    result: dict[str, Any] = {"run_id": run_id, "approver": approver, "approved": approved, **gate}
     while time.monotonic() < deadline:
         after = _decisions(ledger, run_id)
         if len(after) > len(before):
             record = after[-1]
-            return {
-                "run_id": run_id,
-                "approver": approver,
-                "approved": approved,
-                "accepted": record.accepted,
-                "reason": record.reason,
-            }
+            return {**result, "accepted": record.accepted, "reason": record.reason}
         time.sleep(0.2)
-    return {"run_id": run_id, "approver": approver, "approved": approved, "accepted": None, "reason": None}
+    return {**result, "accepted": None, "reason": None}
 
 
-def _decisions(ledger: Any, run_id: str) -> list[Any]:
+def _decisions(ledger: Ledger, run_id: str) -> list[Any]:
     out: list[Any] = []
     for dep in ledger.deployment_for_run(run_id):
         out.extend(ledger.approvals(dep.id))

@@ -107,7 +107,7 @@ def _run_flow(fn: Any, verbose: bool, **params: Any) -> Any:
     except KeyboardInterrupt:
         _fail("interrupted; run the same command again to continue from the ledger", 130)
     except Exception as exc:  # noqa: BLE001 - one line for the user, never a traceback
-        _fail(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}", 1)
+        _fail(_unexpected(exc), 1)
     finally:
         if status is not None:
             status.stop()
@@ -131,20 +131,57 @@ def _author(config: Config, given: str | None) -> str | None:
 
 
 def _parse_build_args(values: list[str]) -> dict[str, str]:
+    from shiplift.images import refuse_secret_build_args
+
     args: dict[str, str] = {}
     for value in values:
         key, sep, val = value.partition("=")
         if not sep or not key:
-            _fail(f"--build-arg {value!r}: expected KEY=VALUE", 2)
+            _fail(f"--build-arg {value.partition('=')[0]!r}: expected KEY=VALUE", 2)
         args[key] = val
+    try:
+        refuse_secret_build_args(args)
+    except ShipliftError as exc:
+        _fail(str(exc), exc.exit_code)
     return args
+
+
+def _version(value: str | None) -> str | None:
+    """Typer callback: a version label is checked before anything starts."""
+    if value is None:
+        return None
+    from shiplift.model import check_version
+
+    try:
+        return check_version(value)
+    except ShipliftError as exc:
+        raise typer.BadParameter(str(exc).removeprefix(f"--version {value!r}: ")) from None
+
+
+def _auto_approve_allowed(cfg: Config, envs: list[str]) -> None:
+    """--auto-approve: refused at once where a gate does not allow it (the flow checks again)."""
+    for name in envs:
+        env = cfg.environment(name)
+        if env.approval is not None and not env.approval.allow_auto_approve:
+            _fail(
+                f"--auto-approve: environment {name} does not allow it (set environments[{name}]"
+                ".approval.allow_auto_approve: true, or approve in the Prefect UI)",
+                2,
+            )
+
+
+VersionOpt = Annotated[
+    str, typer.Option("--version", help="Version label, e.g. v2 (letters, digits, . _ -).", callback=_version)
+]
 
 
 @app.command()
 def release(
-    version: Annotated[str, typer.Option("--version", help="Version label of the release, e.g. v2.")],
+    version: VersionOpt,
     config: ConfigOpt = Path("shiplift.yaml"),
-    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Pass approval gates.")] = False,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Pass approval gates that allow it (allow_auto_approve).")
+    ] = False,
     author: Annotated[
         str | None, typer.Option("--author", help="Who releases (default: CI actor or git user).")
     ] = None,
@@ -156,6 +193,8 @@ def release(
     """Build, push and promote VERSION through every environment, in config order."""
     cfg = _load(config)
     extra = _parse_build_args(build_arg)
+    if auto_approve:
+        _auto_approve_allowed(cfg, [e.name for e in cfg.environments])
     from flows.release import release as release_flow
 
     git_sha = os.environ.get("GITHUB_SHA") or _git(cfg, "rev-parse", "HEAD")
@@ -175,10 +214,12 @@ def release(
 
 @app.command()
 def promote(
-    version: Annotated[str, typer.Option("--version", help="A released version.")],
+    version: VersionOpt,
     to: Annotated[str, typer.Option("--to", help="The environment to promote into.")],
     config: ConfigOpt = Path("shiplift.yaml"),
-    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Pass the approval gate.")] = False,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Pass the approval gate, where it allows that.")
+    ] = False,
     author: Annotated[
         str | None, typer.Option("--author", help="Who promotes (default: CI actor or git user).")
     ] = None,
@@ -189,6 +230,8 @@ def promote(
     """Promote a released VERSION one level, into the environment TO."""
     cfg = _load(config)
     _known_env(cfg, to)
+    if auto_approve:
+        _auto_approve_allowed(cfg, [to])
     from flows.promote import promote as promote_flow
 
     result = _run_flow(
@@ -208,19 +251,53 @@ def promote(
 def rollback(
     env: Annotated[str, typer.Option("--env", help="The environment to roll back.")],
     to: Annotated[
-        str | None, typer.Option("--to", help="Version to return to (default: previous good).")
+        str | None,
+        typer.Option(
+            "--to", help="A version that served ENV before (default: the previous good one).",
+            callback=_version,
+        ),
     ] = None,
     config: ConfigOpt = Path("shiplift.yaml"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Roll back to a version even though it is marked bad.")
+    ] = False,
+    author: Annotated[
+        str | None, typer.Option("--author", help="Who rolls back (default: git user).")
+    ] = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Return ENV to its previous good version, or to --to VERSION."""
+    """Return ENV to its previous good version, or to --to VERSION (one that served ENV before).
+
+    A rollout of ENV that waits for a person (approval, pause, inconclusive analysis) is
+    aborted first: 100% back on its stable version.
+    """
     cfg = _load(config)
     _known_env(cfg, env)
+    if to is not None:
+        from shiplift.ledger import ledger_url, open_ledger
+
+        try:
+            served = open_ledger(ledger_url(cfg.root, cfg.ledger.url)).served(cfg.app, env, to)
+        except ShipliftError as exc:
+            _fail(str(exc), exc.exit_code)
+        if served is None:
+            _fail(f"{to} never served {env}; promote it instead", 2)
     from flows.rollback import rollback as rollback_flow
 
-    result = _run_flow(rollback_flow, verbose, config_path=str(config), env=env, to=to)
-    _print_result(result, json_out, f"{env} rolled back to {result['version'] if result else '?'}")
+    result = _run_flow(
+        rollback_flow,
+        verbose,
+        config_path=str(config),
+        env=env,
+        to=to,
+        force=force,
+        author=_author(cfg, author),
+    )
+    line = f"{env} rolled back to {result['version'] if result else '?'}"
+    if result and result.get("aborted"):
+        line += f" (aborted the rollout of {result['aborted']})"
+    _print_result(result, json_out, line)
 
 
 def _known_env(cfg: Config, name: str) -> None:
@@ -296,51 +373,83 @@ def history(
     out.print(table)
 
 
-def _decide(run_id: str, approver: str, approved: bool, comment: str, config: Path, json_out: bool) -> None:
+def _decide(
+    run_id: str | None,
+    env: str | None,
+    version: str | None,
+    approver: str,
+    approved: bool,
+    comment: str,
+    config: Path,
+    json_out: bool,
+) -> None:
     cfg = _load(config)
-    from shiplift.approve import DecisionError, submit_decision
+    if env is not None:
+        _known_env(cfg, env)
+    from shiplift.approve import submit_decision
 
     try:
-        result = submit_decision(cfg, run_id, approver=approver, approved=approved, comment=comment)
-    except DecisionError as exc:
+        result = submit_decision(
+            cfg, run_id, env=env, version=version, approver=approver, approved=approved, comment=comment
+        )
+    except ShipliftError as exc:
         _fail(str(exc), exc.exit_code)
+    what = f"{result['version']} in {result['environment']} (run {result['run_id']})"
     if json_out:
         out.print_json(json.dumps(result))
     elif result["accepted"] is None:
-        out.print(f"decision sent to run {run_id}; the run has not recorded it yet", markup=False)
+        out.print(f"decision sent for {what}; the run has not recorded it yet", markup=False)
     elif result["accepted"]:
-        out.print(f"{approver} {'approved' if approved else 'rejected'} run {run_id}", markup=False)
+        out.print(f"{approver} {'approved' if approved else 'rejected'} {what}", markup=False)
     if result["accepted"] is False:
         _fail(f"decision refused: {result['reason']}", 1)
 
 
+RunIdArg = Annotated[
+    str | None,
+    typer.Argument(help="The waiting run's Prefect flow run id (or give --env and --version)."),
+]
+GateEnvOpt = Annotated[str | None, typer.Option("--env", help="The environment whose gate waits.")]
+GateVersionOpt = Annotated[
+    str | None, typer.Option("--version", help="The version the gate waits for.", callback=_version)
+]
+
+
 @app.command()
 def approve(
-    run_id: Annotated[str, typer.Argument(help="The paused release's Prefect flow run id.")],
     as_: Annotated[str, typer.Option("--as", help="Your name, as listed in approval.approvers.")],
+    run_id: RunIdArg = None,
+    env: GateEnvOpt = None,
+    version: GateVersionOpt = None,
     comment: Annotated[str, typer.Option("--comment", help="Why.")] = "",
     config: ConfigOpt = Path("shiplift.yaml"),
     json_out: JsonOpt = False,
 ) -> None:
-    """Approve the promotion a paused run waits for (through the Prefect API)."""
-    _decide(run_id, as_, True, comment, config, json_out)
+    """Approve what a run waits for: `approve RUN_ID` or `approve --env prod --version v2`.
+
+    The decision is bound to that gate (app, environment, version, step): sent while the run
+    waits at another one, it is refused.
+    """
+    _decide(run_id, env, version, as_, True, comment, config, json_out)
 
 
 @app.command()
 def reject(
-    run_id: Annotated[str, typer.Argument(help="The paused release's Prefect flow run id.")],
     as_: Annotated[str, typer.Option("--as", help="Your name, as listed in approval.approvers.")],
     comment: Annotated[str, typer.Option("--comment", help="Why (required).")],
+    run_id: RunIdArg = None,
+    env: GateEnvOpt = None,
+    version: GateVersionOpt = None,
     config: ConfigOpt = Path("shiplift.yaml"),
     json_out: JsonOpt = False,
 ) -> None:
-    """Reject the promotion a paused run waits for; the release ends Rejected."""
-    _decide(run_id, as_, False, comment, config, json_out)
+    """Reject what a run waits for; the promotion ends Rejected (a rollout's pause: Aborted)."""
+    _decide(run_id, env, version, as_, False, comment, config, json_out)
 
 
 @app.command()
 def trigger(
-    version: Annotated[str, typer.Option("--version", help="Version label of the release.")],
+    version: VersionOpt,
     config: ConfigOpt = Path("shiplift.yaml"),
     author: Annotated[
         str | None, typer.Option("--author", help="Who releases (default: CI actor or git user).")
@@ -361,6 +470,8 @@ def trigger(
 ) -> None:
     """Start a release on the served `release` deployment through the Prefect REST API (for CI)."""
     cfg = _load(config)
+    if auto_approve:
+        _auto_approve_allowed(cfg, [e.name for e in cfg.environments])
     sha = git_sha or os.environ.get("GITHUB_SHA") or _git(cfg, "rev-parse", "HEAD")
     if not sha:
         _fail("--git-sha: no git sha (not a git checkout and GITHUB_SHA is not set)", 2)
@@ -519,9 +630,12 @@ def restore(
         backup_id=backup_id,
         author=_author(cfg, author),
     )
-    _print_result(
-        result, json_out, f"{db} restored from {result['restored']} (before: {result['safety_backup']})"
+    before = (
+        f"before: {result['safety_backup']}"
+        if result["safety_backup"]
+        else "no safety backup: the database did not exist"
     )
+    _print_result(result, json_out, f"{db} restored from {result['restored']} ({before})")
 
 
 @app.command()
@@ -578,9 +692,20 @@ def main() -> NoReturn:
             _fail(str(exc), exc.exit_code)
         except typer.Exit as exc:
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, one line and never a traceback
+            _fail(_unexpected(exc), 1)
     except SystemExit as exc:
         _exit_now(exc.code)
     _exit_now(0)
+
+
+def _unexpected(exc: BaseException) -> str:
+    """One line for a failure no command mapped: what failed, and what to check."""
+    from shiplift.errors import explain
+
+    return explain(exc)
 
 
 def _exit_now(code: object) -> NoReturn:

@@ -58,5 +58,10 @@ def check(response: httpx.Response) -> httpx.Response:
             f"the Prefect API at {api_url()} refused the credentials (HTTP {response.status_code}): "
             "set PREFECT_API_AUTH_STRING=user:password"
         )
-    response.raise_for_status()
+    if response.is_error:
+        request = response.request
+        raise ApiError(
+            f"the Prefect API at {api_url()} answered HTTP {response.status_code} to "
+            f"{request.method} {request.url.path}: check the server's log and PREFECT_API_URL"
+        )
     return response

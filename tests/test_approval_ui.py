@@ -44,8 +44,10 @@ def test_approval_through_the_prefect_ui_resume_form(project: Project, artifacts
                 t.strip() for t in dialog.locator("label, .p-label__text").all_inner_texts() if t.strip()
             ]
             assert any("Approver" in t for t in labels) and any("Comment" in t for t in labels)
-            dialog.get_by_role("switch").click()
+            dialog.get_by_role("switch").first.click()  # approved (the second is abort)
             boxes = dialog.locator("textarea")
+            # the form comes filled in with the gate it decides: the decision is bound to it
+            assert [boxes.nth(i).input_value() for i in (2, 3, 4)] == [project.app, "prod", "v2"]
             boxes.nth(0).fill("bob")
             boxes.nth(1).fill("looks good in staging")
             page.screenshot(path=str(artifacts_dir / "approval-form.png"))

@@ -81,7 +81,14 @@ def test_rest_rejection_ends_rejected_and_prod_unchanged(project: Project) -> No
     api = os.environ["PREFECT_API_URL"]
     answer = httpx.post(
         f"{api}/flow_runs/{dep.run_id}/resume",
-        json={"run_input": {"approved": False, "approver": "bob", "comment": "not on a Friday"}},
+        json={
+            "run_input": {
+                "approved": False,
+                "approver": "bob",
+                "comment": "not on a Friday",
+                **{"app": project.app, "environment": "prod", "version": "v2", "step": 0},
+            }
+        },
     )
     assert answer.status_code == 201 and answer.json()["status"] == "ACCEPT"
     _, stderr = proc.communicate(timeout=300)

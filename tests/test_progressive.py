@@ -94,9 +94,9 @@ def test_healthy_canary_20_50_100_loses_no_request(project: Project) -> None:
     assert [c.labels["io.shiplift.version"] for c in app_containers(project.app)] == ["v2"]
 
     # the run's artifacts: a progress bar that followed the weight, the analysis of every step
-    progress = artifacts(f"rollout-{project.app}-prod")
+    progress = artifacts(f"rollout-{project.app}--prod")
     assert progress[0]["type"] == "progress" and progress[0]["data"] == 100.0
-    analysis_md = artifacts(f"analysis-{project.app}-prod")[0]["data"]
+    analysis_md = artifacts(f"analysis-{project.app}--prod")[0]["data"]
     assert analysis_md.count("| success |") == 4 and "success rate ≥ 0.99" in analysis_md
 
 

@@ -142,7 +142,7 @@ def _engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-HEAD = "0004"
+HEAD = "0005"
 """The newest migration; a ledger at it opens without importing Alembic (half a second saved)."""
 
 
@@ -230,18 +230,42 @@ class Ledger:
         git_sha: str | None,
         author: str | None,
     ) -> ReleaseRecord:
+        """Record a build of ``version``; the same digest again changes nothing.
+
+        A different digest (a ``--force`` rebuild) is a new row: the rows before it, and the
+        deployments that served them, keep their digests.
+        """
         with self._session() as s:
-            row = s.scalar(select(ReleaseRow).where(ReleaseRow.app == app, ReleaseRow.version == version))
-            if row is None:
-                row = ReleaseRow(app=app, version=version, created_at=now(), bad=False)
+            row = self._newest(s, app, version)
+            if row is None or row.digest != digest:
+                row = ReleaseRow(
+                    app=app,
+                    version=version,
+                    repository=repository,
+                    digest=digest,
+                    git_sha=git_sha,
+                    author=author,
+                    created_at=now(),
+                    bad=row.bad if row is not None else False,
+                    bad_reason=row.bad_reason if row is not None else None,
+                )
                 s.add(row)
-            row.repository, row.digest, row.git_sha, row.author = repository, digest, git_sha, author
-            s.flush()
+                s.flush()
             return self._release(row)
 
+    @staticmethod
+    def _newest(s: Session, app: str, version: str) -> ReleaseRow | None:
+        return s.scalar(
+            select(ReleaseRow)
+            .where(ReleaseRow.app == app, ReleaseRow.version == version)
+            .order_by(ReleaseRow.id.desc())
+            .limit(1)
+        )
+
     def release(self, app: str, version: str) -> ReleaseRecord | None:
+        """The newest build recorded for ``version``."""
         with self._session() as s:
-            row = s.scalar(select(ReleaseRow).where(ReleaseRow.app == app, ReleaseRow.version == version))
+            row = self._newest(s, app, version)
             return self._release(row) if row else None
 
     @staticmethod
@@ -264,8 +288,8 @@ class Ledger:
         No automatic promotion takes a bad version; ``--force`` does.
         """
         with self._session() as s:
-            row = s.scalar(select(ReleaseRow).where(ReleaseRow.app == app, ReleaseRow.version == version))
-            if row is not None:
+            query = select(ReleaseRow).where(ReleaseRow.app == app, ReleaseRow.version == version)
+            for row in s.scalars(query):
                 row.bad, row.bad_reason = reason is not None, reason
 
     # deployments ----------------------------------------------------------------------------
@@ -413,6 +437,24 @@ class Ledger:
             if current_version is not None:
                 query = query.where(DeploymentRow.version != current_version)
             row = s.scalar(query.order_by(DeploymentRow.id.desc()))
+            return _deployment(row) if row else None
+
+    def served(self, app: str, environment: str, version: str) -> Deployment | None:
+        """The newest deployment of ``version`` that completed in ``environment`` (served it fully).
+
+        One later rolled back counts too: it served; whether it is bad is the release's mark.
+        """
+        with self._session() as s:
+            row = s.scalar(
+                select(DeploymentRow)
+                .where(
+                    DeploymentRow.app == app,
+                    DeploymentRow.environment == environment,
+                    DeploymentRow.version == version,
+                    DeploymentRow.phase.in_([str(Phase.SUCCEEDED), str(Phase.ROLLED_BACK)]),
+                )
+                .order_by(DeploymentRow.id.desc())
+            )
             return _deployment(row) if row else None
 
     # environments ---------------------------------------------------------------------------

@@ -11,10 +11,10 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
-    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -27,10 +27,10 @@ class ReleaseRow(Base):
     """One version of one app: what was built and pushed."""
 
     __tablename__ = "releases"
-    __table_args__ = (UniqueConstraint("app", "version"),)
+    __table_args__ = (Index("ix_releases_app_version", "app", "version"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    app: Mapped[str] = mapped_column(String(64), index=True)
+    app: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(128))
     repository: Mapped[str] = mapped_column(String(255))
     digest: Mapped[str] = mapped_column(String(80))
