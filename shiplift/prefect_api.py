@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
@@ -33,12 +35,31 @@ def ui_url(run_id: str) -> str:
     return f"{base.rstrip('/')}/runs/flow-run/{run_id}"
 
 
+RETRY_STATUS = frozenset({429, 502, 503})
+"""Answers a Prefect server gives for a request it did not carry out and that may be sent again
+(503 is its reply to a retryable database error, e.g. SQLite busy); Prefect's client retries them."""
+ATTEMPTS = 5
+
+
+class _Retrying(httpx.Client):
+    """An httpx client that sends a request again, with backoff, on :data:`RETRY_STATUS`."""
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        for attempt in range(ATTEMPTS):
+            response = super().send(request, **kwargs)
+            if response.status_code not in RETRY_STATUS or attempt == ATTEMPTS - 1:
+                return response
+            response.close()
+            time.sleep(min(0.5 * 2**attempt, 4.0))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
 def client() -> httpx.Client:
     headers = {}
     auth = os.environ.get("PREFECT_API_AUTH_STRING")
     if auth:
         headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
-    return httpx.Client(base_url=api_url(), headers=headers, timeout=15)
+    return _Retrying(base_url=api_url(), headers=headers, timeout=15)
 
 
 @contextmanager

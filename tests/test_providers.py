@@ -51,7 +51,7 @@ def test_prometheus_query_provider_catches_a_failing_version(project: Project, t
         },
     )
     project.shiplift("release", "--version", "v1", "--auto-approve", check=True)
-    router = client().containers.get(f"shiplift-{project.app}-prod-router")
+    router = client().containers.get(f"shiplift-{project.app}--prod-router")
     api_port = router.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
     prometheus = Prometheus(tmp_path / "prometheus", [f"127.0.0.1:{api_port}"])
     prometheus.port = port

@@ -62,8 +62,10 @@ def test_same_version_same_context_reuses_the_pushed_image(project: Project) -> 
     assert "reusing" in again.stderr
     assert "already serves" in again.stderr
     (project.dir / "app.py").write_text((project.dir / "app.py").read_text() + "\n# changed\n")
-    changed = project.shiplift("release", "--version", "v1", "--auto-approve", check=True)
-    assert "built and pushed" in changed.stderr
+    changed = project.shiplift("release", "--version", "v1", "--auto-approve")
+    assert changed.returncode == 2, "a released label is immutable: a changed build is refused"
+    forced = project.shiplift("release", "--version", "v1", "--auto-approve", "--force", check=True)
+    assert "built and pushed" in forced.stderr
 
 
 @pytest.mark.parametrize(
