@@ -42,7 +42,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shiplift.backups.engines import pg_tool  # noqa: E402
+from shiplift.backups.engines.postgres import pg_tool  # noqa: E402
 from tests.support.parts import MotoS3, Postgres, PrefectServer, make_project  # noqa: E402
 
 WRAPPER = (

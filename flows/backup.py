@@ -22,24 +22,21 @@ refused while the newest passed drill is older (see :func:`check_drill_age`).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-from sqlalchemy.engine import URL
 
 from flows.common import Context, open_context
 from shiplift.approvals import ANYONE, Outcome
-from shiplift.backups.crypto import BackupKey, derive_key
 from shiplift.backups.engines import Engine, engine_for
-from shiplift.backups.jobs import Job, database_url, drill_job, lock_wait, worker_request
-from shiplift.backups.pipeline import DrillResult, Manifest, checked_manifests, fetch, find, sweep
+from shiplift.backups.jobs import database_url, drill_job, lock_wait
+from shiplift.backups.parts import Parts
+from shiplift.backups.parts import open_parts as _open_parts
+from shiplift.backups.pipeline import Manifest, checked_manifests, find, sweep
 from shiplift.backups.retention import Item, plan
 from shiplift.backups.secrets import Secrets
 from shiplift.backups.stores import Store, store_for
@@ -48,46 +45,12 @@ from shiplift.errors import BackupError, ReleaseError
 from shiplift.ledger import BackupRecord, Deployment, now
 from shiplift.model import Phase
 from shiplift.progress import announce
-
-
-@dataclass
-class Parts:
-    """What every backup flow opens for one database; ``secrets`` scrubs what leaves.
-
-    The engine and the store are made on first use: a drill's data moves in its worker, so
-    its flow never needs them (nor boto3's start-up beside the restore).
-    """
-
-    db: DatabaseConfig
-    secrets: Secrets
-    key: BackupKey
-    url: URL
-    key_material: tuple[str, str]
-
-    @cached_property
-    def engine(self) -> Engine:
-        return engine_for(self.url, self.secrets, lock_wait=lock_wait(self.db))
-
-    @cached_property
-    def store(self) -> Store:
-        return store_for(self.db.store, self.db.store_options)
-
-    def __repr__(self) -> str:  # never show the URL or the key
-        return f"Parts(db={self.db.name!r}, store={self.db.store!r})"
+from tasks.backup import fetch_backup, read_secret_block, restore_and_verify, restore_live, take_backup
 
 
 def open_parts(ctx: Context, name: str) -> Parts:
-    db = ctx.config.database(name)
-    secrets = Secrets()
-    url = database_url(ctx.config.root, db, secrets)
-    material = secrets.key_material(db)
-    key = derive_key(*material)  # a key too short is refused here, in one line
-    return Parts(db, secrets, key, url, material)
-
-
-def _scrubbed(parts: Parts, exc: BaseException) -> BackupError:
-    text = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
-    return BackupError(parts.secrets.scrub(" ".join(text.split()))[:400])
+    """Database ``name``'s parts; a URL or key in a Prefect Secret block is read here."""
+    return _open_parts(ctx.config.root, ctx.config.database(name), Secrets(read_block=read_secret_block))
 
 
 def live_release(ctx: Context) -> dict[str, Any] | None:
@@ -99,29 +62,11 @@ def live_release(ctx: Context) -> dict[str, Any] | None:
     return {"app": ctx.config.app, "environment": env, "version": state.version, "digest": state.digest}
 
 
-@task(name="take-backup", cache_policy=NO_CACHE, retries=0)
-def take_backup_task(parts: Parts, release: dict[str, Any] | None, reason: str) -> Manifest:
-    """Stream one backup into the store and write its manifest.
-
-    Example:
-        >>> take_backup_task(parts, None, "manual")  # doctest: +SKIP
-        Manifest(id='20261127T020000Z-3f2a', ...)
-    """
-    # the streaming runs in a lean process of its own: see shiplift/backups/worker.py
-    request = worker_request(
-        "backup", parts.url, parts.key_material, parts.db, release=release, reason=reason
-    )
-    job = Job(request, parts.secrets)
-    manifest = Manifest.from_dict(job.answer("manifest"))
-    job.finish()
-    return manifest
-
-
-def take_backup(ctx: Context, name: str, reason: str, deployment_id: int | None = None) -> Manifest:
+def backup_and_record(ctx: Context, name: str, reason: str, deployment_id: int | None = None) -> Manifest:
     """A backup of database ``name``, recorded in the ledger (linked to ``deployment_id``)."""
     parts = open_parts(ctx, name)
     announce(f"backup of {name}: {reason}")
-    manifest = take_backup_task(parts, live_release(ctx), reason)
+    manifest = take_backup(parts, live_release(ctx), reason)
     release = manifest.release or {}
     ctx.ledger.record_backup(
         BackupRecord(
@@ -164,7 +109,7 @@ def take_backup(ctx: Context, name: str, reason: str, deployment_id: int | None 
 def backup_flow(config_path: str, db: str, reason: str = "manual") -> dict[str, Any]:
     """Back up database ``db`` into its store."""
     ctx = open_context(config_path)
-    manifest = take_backup(ctx, db, reason)
+    manifest = backup_and_record(ctx, db, reason)
     return _summary(manifest)
 
 
@@ -182,34 +127,6 @@ def _summary(manifest: Manifest) -> dict[str, Any]:
 # drills ------------------------------------------------------------------------------------
 
 
-@task(name="fetch-backup", cache_policy=NO_CACHE, retries=0)
-def fetch_task(parts: Parts, manifest: Manifest, into: Path) -> None:
-    """Download, check size and sha256, decrypt and decompress into the file ``into``.
-
-    Example:
-        >>> fetch_task(parts, manifest, Path("/tmp/dump"))  # doctest: +SKIP
-    """
-    try:
-        fetch(parts.store, manifest, parts.key, into)
-    except Exception as exc:
-        raise _scrubbed(parts, exc) from None
-
-
-@task(name="restore-and-verify", cache_policy=NO_CACHE, retries=0)
-def scratch_task(job: Job) -> DrillResult:
-    """The drill's work, in its worker: the backup streamed into a scratch database (download,
-    sha256, decryption and restore at once), compared with the manifest, the checks run, the
-    database dropped.
-
-    Example:
-        >>> scratch_task(job)  # doctest: +SKIP
-        DrillResult(restored_in=4.1, seconds=4.3, problems=[], rows=1000)
-    """
-    result = DrillResult(**job.answer("result"))
-    job.finish()
-    return result
-
-
 @flow(name="drill", flow_run_name="drill-{db}", log_prints=True)
 def drill_flow(config_path: str, db: str, backup_id: str | None = None) -> dict[str, Any]:
     """Prove the newest (or a named) backup of ``db`` restores into a working database."""
@@ -223,7 +140,7 @@ def drill_flow(config_path: str, db: str, backup_id: str | None = None) -> dict[
     try:
         manifest = Manifest.from_dict(job.answer("manifest"))
         announce(f"drill of {db}: backup {manifest.id}")
-        result = scratch_task(job)
+        result = restore_and_verify(job)
         for line in result.swept:
             announce(f"drill of {db}: {line}")
         restored, seconds, problems, rows = result.restored_in, result.seconds, result.problems, result.rows
@@ -310,7 +227,9 @@ def backups_before(ctx: Context, env_name: str, dep: Deployment) -> None:
     for db in ctx.config.databases_backed_up_before(env_name):
         if ctx.ledger.backup_for_deployment(dep.id, db.name) is not None:
             continue  # a resumed promotion: its backup was taken
-        manifest = take_backup(ctx, db.name, f"before {dep.version} to {env_name}", deployment_id=dep.id)
+        manifest = backup_and_record(
+            ctx, db.name, f"before {dep.version} to {env_name}", deployment_id=dep.id
+        )
         ctx.ledger.advance(dep.id, dep.phase, dep.step_index, f"backup {manifest.id} of {db.name} taken")
 
 
@@ -366,7 +285,7 @@ def restore_flow(
     ctx.ledger.advance(dep.id, Phase.PROGRESSING, 1, why)
     safety: Manifest | None = None
     if parts.engine.exists():
-        safety = take_backup(ctx, db, f"before restore of {manifest.id}", deployment_id=dep.id)
+        safety = backup_and_record(ctx, db, f"before restore of {manifest.id}", deployment_id=dep.id)
         before = f"safety backup {safety.id}"
     else:
         before = f"no safety backup: the live database {db} does not exist, there is nothing to back up"
@@ -375,8 +294,8 @@ def restore_flow(
     try:
         with tempfile.TemporaryDirectory(prefix="shiplift-restore-") as tmp:
             dump = Path(tmp) / "dump"
-            fetch_task(parts, manifest, dump)
-            restore_live_task(parts, dump)
+            fetch_backup(parts, manifest, dump)
+            restore_live(parts, dump)
     except BackupError as exc:
         ctx.ledger.finish(dep.id, Phase.FAILED, str(exc))
         raise
@@ -386,19 +305,6 @@ def restore_flow(
         + (f"the state before is backup {safety.id}" if safety else "there was no state before to keep")
     )
     return {"database": db, "restored": manifest.id, "safety_backup": safety.id if safety else None}
-
-
-@task(name="restore-live", cache_policy=NO_CACHE, retries=0)
-def restore_live_task(parts: Parts, dump: Path) -> None:
-    """Restore ``dump`` over the live database.
-
-    Example:
-        >>> restore_live_task(parts, Path("/tmp/dump"))  # doctest: +SKIP
-    """
-    try:
-        parts.engine.restore_live(dump)
-    except Exception as exc:
-        raise _scrubbed(parts, exc) from None
 
 
 # prune -------------------------------------------------------------------------------------
@@ -459,7 +365,7 @@ def prune_flow(config_path: str, db: str, dry_run: bool = False) -> dict[str, An
 def _sweep(ctx: Context, config: DatabaseConfig, store: Store) -> list[str]:
     """What killed drills and backups left behind, removed (see ``pipeline.sweep``); prune needs
     no backup key, so the engine is made from the URL alone."""
-    secrets = Secrets()
+    secrets = Secrets(read_block=read_secret_block)
     try:
         engine: Engine | None = engine_for(
             database_url(ctx.config.root, config, secrets), secrets, lock_wait=lock_wait(config)

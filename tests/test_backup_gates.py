@@ -28,11 +28,13 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from shiplift.backups.crypto import derive_key
-from shiplift.backups.engines import SQLiteEngine, scratch_name
+from shiplift.backups.engines.postgres import scratch_name
+from shiplift.backups.engines.sqlite import SQLiteEngine
 from shiplift.backups.jobs import Job, worker_request
 from shiplift.backups.pipeline import Manifest, backup
 from shiplift.backups.secrets import Secrets
-from shiplift.backups.stores import LocalStore, S3Store
+from shiplift.backups.stores.local import LocalStore
+from shiplift.backups.stores.s3 import S3Store
 from shiplift.config import DatabaseConfig, StoreOptions
 from shiplift.errors import BackupError
 from shiplift.ledger import open_ledger

@@ -234,9 +234,9 @@ def test_prune_lists_then_deletes_what_the_policy_says(dbproject: Project, tmp_p
     from sqlalchemy.engine import make_url
 
     from shiplift.backups.crypto import derive_key
-    from shiplift.backups.engines import SQLiteEngine
+    from shiplift.backups.engines.sqlite import SQLiteEngine
     from shiplift.backups.pipeline import backup
-    from shiplift.backups.stores import LocalStore
+    from shiplift.backups.stores.local import LocalStore
 
     path = _sqlite_app(tmp_path, rows=10)
     store_dir = tmp_path / "store"

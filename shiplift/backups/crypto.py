@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -153,11 +152,3 @@ class Decryptor:
             raise BackupError(
                 f"truncated backup: the stream ends after chunk {self._n} without its last chunk"
             )
-
-
-def encrypt_stream(key: BackupKey, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    enc = Encryptor(key)
-    for chunk in chunks:
-        if out := enc.update(chunk):
-            yield out
-    yield enc.finish()

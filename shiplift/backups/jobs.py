@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
+from shiplift.backups.request import Op, WorkerRequest
 from shiplift.backups.secrets import Secrets
 from shiplift.config import Config, DatabaseConfig
 from shiplift.errors import BackupError
@@ -47,32 +48,45 @@ def database_url(root: Path, db: DatabaseConfig, secrets: Secrets) -> URL:
 
 
 def worker_request(
-    op: str, url: URL, key_material: tuple[str, str], db: DatabaseConfig, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "op": op,
-        "url": url.render_as_string(hide_password=False),
-        "key": key_material[0],
-        "key_source": key_material[1],
-        "database": db.name,
-        "store": db.store,
-        "store_options": db.store_options.model_dump(),
-        "lock_wait_seconds": lock_wait(db),
-        **extra,
-    }
+    op: Op,
+    url: URL,
+    key_material: tuple[str, str],
+    db: DatabaseConfig,
+    *,
+    release: dict[str, Any] | None = None,
+    reason: str = "manual",
+    backup_id: str | None = None,
+    checks: tuple[tuple[str, str], ...] = (),
+    lock_wait_seconds: float | None = None,
+) -> WorkerRequest:
+    """The worker's request for ``op`` on ``db``; ``lock_wait_seconds`` overrides the config's."""
+    return WorkerRequest(
+        op=op,
+        url=url.render_as_string(hide_password=False),
+        key=key_material[0],
+        key_source=key_material[1],
+        database=db.name,
+        store=db.store,
+        store_options=db.store_options,
+        lock_wait_seconds=lock_wait(db) if lock_wait_seconds is None else lock_wait_seconds,
+        release=release,
+        reason=reason,
+        backup_id=backup_id,
+        checks=checks,
+    )
 
 
 def drill_request(
     url: URL, key_material: tuple[str, str], db: DatabaseConfig, backup_id: str | None
-) -> dict[str, Any]:
-    checks = [(c.name, c.sql) for c in db.checks]
+) -> WorkerRequest:
+    checks = tuple((c.name, c.sql) for c in db.checks)
     return worker_request("drill", url, key_material, db, backup_id=backup_id, checks=checks)
 
 
 class Job:
     """One worker process; :meth:`answer` reads its next JSON line."""
 
-    def __init__(self, request: dict[str, Any], secrets: Secrets, idle_seconds: float = IDLE_SECONDS) -> None:
+    def __init__(self, request: WorkerRequest, secrets: Secrets, idle_seconds: float = IDLE_SECONDS) -> None:
         self.secrets = secrets
         self.idle_seconds = idle_seconds
         self.started = datetime.now(UTC)
@@ -85,7 +99,7 @@ class Job:
             stderr=self._errors,
         )
         assert self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps(request).encode() + b"\n")
+        self._proc.stdin.write(json.dumps(request.to_dict()).encode() + b"\n")
         self._proc.stdin.close()
 
     def answer(self, what: str) -> Any:

@@ -5,11 +5,17 @@ they are kept out of every log line, artifact, manifest, ledger row and error me
 ``secret:BLOCK`` (a Prefect Secret block); the key is ``SHIPLIFT_BACKUP_KEY`` or the Prefect
 Secret block named by ``key_secret``. :class:`Secrets` remembers every secret value it handed
 out, and :meth:`Secrets.scrub` replaces them in any text that leaves shiplift.
+
+The core imports no Prefect: a Secret block is read by the ``read_block`` callable the caller
+passes in (the flows pass ``tasks.backup.read_secret_block``). Without one, a reference to a
+block is refused in one line; ``shiplift drill``'s early start never gets that far (it leaves
+such a database to the flow).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -21,11 +27,15 @@ from shiplift.errors import BackupError
 KEY_ENV = "SHIPLIFT_BACKUP_KEY"
 
 
-def _secret_block(name: str, what: str) -> str:
-    from prefect.blocks.system import Secret
+BlockReader = Callable[[str], str]
+"""Reads the value of the Prefect Secret block of the given name (any exception: it cannot)."""
 
+
+def _secret_block(read_block: BlockReader | None, name: str, what: str) -> str:
+    if read_block is None:
+        raise BackupError(f"{what}: the Prefect Secret block {name!r} cannot be read here")
     try:
-        value = Secret.load(name).get()  # type: ignore[union-attr]
+        value = read_block(name)
     except Exception as exc:  # noqa: BLE001 - Prefect's error is about the block, not its value
         raise BackupError(
             f"{what}: cannot load the Prefect Secret block {name!r}: {type(exc).__name__}"
@@ -36,6 +46,8 @@ def _secret_block(name: str, what: str) -> str:
 @dataclass
 class Secrets:
     values: list[str] = field(default_factory=list)
+    read_block: BlockReader | None = field(default=None, repr=False, compare=False)
+    """How a ``secret:BLOCK`` URL or a ``key_secret`` is read; None where Prefect is not loaded."""
 
     def remember(self, value: str | None) -> None:
         if value and len(value) >= 3:
@@ -56,7 +68,7 @@ class Secrets:
             if not raw:
                 raise BackupError(f"{where}: the environment variable {name} is not set")
         elif raw.startswith("secret:"):
-            raw = _secret_block(raw.removeprefix("secret:"), where)
+            raw = _secret_block(self.read_block, raw.removeprefix("secret:"), where)
         try:
             url = make_url(raw)
         except Exception:  # noqa: BLE001 - never echo a URL that may hold a password
@@ -67,7 +79,7 @@ class Secrets:
     def key_material(self, db: DatabaseConfig) -> tuple[str, str]:
         """The key's secret and where it came from; ``crypto.derive_key`` makes the key of them."""
         if db.key_secret:
-            secret = _secret_block(db.key_secret, f"databases[{db.name}].key_secret")
+            secret = _secret_block(self.read_block, db.key_secret, f"databases[{db.name}].key_secret")
             source = f"the Prefect Secret block {db.key_secret!r}"
         else:
             secret = os.environ.get(KEY_ENV, "")

@@ -3,9 +3,9 @@
 The flows (Prefect processes, large before they stream a byte) start this worker for the part
 that moves the data, so the memory of the process that streams is its few imports and one S3
 part, whatever the database's size, and a drill can start while Prefect is still loading (see
-``shiplift/backups/drills.py``). The request comes as one JSON line on stdin — never argv or
-the environment, since it holds the database URL and the key. Each answer is one JSON line on
-stdout:
+``shiplift/backups/jobs.py``). The request, a ``request.WorkerRequest``, comes as one JSON line
+on stdin — never argv or the environment, since it holds the database URL and the key. Each
+answer is one JSON line on stdout:
 
 - ``{"op": "backup", …}`` → ``{"manifest": …}`` once the backup is stored;
 - ``{"op": "drill", …}`` → ``{"manifest": …}`` once the backup is found, then
@@ -33,11 +33,11 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from shiplift.backups.crypto import derive_key
-from shiplift.backups.engines import LOCK_WAIT, engine_for
+from shiplift.backups.engines import engine_for
 from shiplift.backups.pipeline import Manifest, backup, drill, find
+from shiplift.backups.request import WorkerRequest
 from shiplift.backups.secrets import Secrets
 from shiplift.backups.stores import store_for
-from shiplift.config import StoreOptions
 
 HEARTBEAT_SECONDS = 2.0
 _out = threading.Lock()
@@ -66,30 +66,31 @@ def _manifest(manifest: Manifest) -> dict[str, Any]:
 
 def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: the scratch database is dropped
-    request = json.loads(sys.stdin.readline())
+    data = json.loads(sys.stdin.readline())
     secrets = Secrets()
-    secrets.remember(request["key"])
+    secrets.remember(data.get("key"))
     threading.Thread(target=_heartbeat, daemon=True).start()
     try:
-        url = make_url(request["url"])
+        request = WorkerRequest.from_dict(data)
+        url = make_url(request.url)
         secrets.remember(url.password if isinstance(url.password, str) else None)
-        engine = engine_for(url, secrets, lock_wait=float(request.get("lock_wait_seconds", LOCK_WAIT)))
-        store = store_for(request["store"], StoreOptions(**request["store_options"]))
-        key = derive_key(request["key"], request["key_source"])
-        if request["op"] == "backup":
+        engine = engine_for(url, secrets, lock_wait=request.lock_wait_seconds)
+        store = store_for(request.store, request.store_options)
+        key = derive_key(request.key, request.key_source)
+        if request.op == "backup":
             made = backup(
                 engine,
                 store,
                 key,
-                database=request["database"],
-                release=request["release"],
-                reason=request["reason"],
+                database=request.database,
+                release=request.release,
+                reason=request.reason,
             )
             _answer(manifest=_manifest(made))
         else:
-            found = find(store, request["database"], request.get("backup_id"))
+            found = find(store, request.database, request.backup_id)
             _answer(manifest=_manifest(found))
-            result = drill(engine, store, key, found, [(c[0], c[1]) for c in request.get("checks", [])])
+            result = drill(engine, store, key, found, list(request.checks))
             _answer(result=asdict(result))
     except Exception as exc:  # noqa: BLE001 - one scrubbed line for the flow
         text = str(exc) if type(exc).__name__ == "BackupError" else f"{type(exc).__name__}: {exc}"

@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from shiplift.backups.crypto import derive_key
-from shiplift.backups.engines import PostgresEngine
+from shiplift.backups.engines.postgres import PostgresEngine
 from shiplift.backups.jobs import Job, drill_request
 from shiplift.backups.pipeline import DrillResult, Manifest, backup
 from shiplift.backups.secrets import Secrets
-from shiplift.backups.stores import LocalStore
+from shiplift.backups.stores.local import LocalStore
 from shiplift.config import DatabaseConfig
 from tests.support.parts import Postgres
 

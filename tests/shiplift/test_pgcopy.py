@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from shiplift.backups import pgcopy
-from shiplift.backups.engines import PostgresEngine
+from shiplift.backups.engines.postgres import PostgresEngine
 from shiplift.backups.secrets import Secrets
 from tests.support.parts import Postgres
 

@@ -1,124 +1,49 @@
-"""Database engines behind one protocol, chosen from the SQLAlchemy URL's scheme.
+"""The PostgreSQL engine: ``pg_dump``/``pg_restore`` of the newest Debian PostgreSQL, psycopg.
 
-- PostgreSQL: ``pg_dump -Fc`` (compression off: the pipeline compresses with zstd) reading
-  an exported snapshot, while the same snapshot is counted and checksummed table by table, so
-  the manifest's figures are those of the dump. A drill streams the download into
-  ``pg_restore`` (the data as it arrives, then indexes and constraints with ``-j``); a real
-  restore runs ``pg_restore -j`` on the verified file.
-- SQLite: the online backup API copies the database into a file, consistent while the app
-  writes; the figures are taken from that copy.
-
-A table's checksum is order-independent: the sum, modulo 2⁶⁴, of a 64-bit hash of each row's
-text. The same figures taken after a restore must match the manifest's.
-
-Every wait on something outside is bounded: a PostgreSQL connection by ``connect_timeout``
-(15 s unless the URL says otherwise) and TCP keepalives, a table lock by ``lock_wait`` seconds
-(``lock_timeout`` on shiplift's connections, ``pg_dump --lock-wait-timeout``), a SQLite lock by
-its busy timeout. The URL's query options (``sslmode``, ``sslrootcert``, ``host=/socket/dir``,
-…) reach psycopg and the PostgreSQL tools alike, as one libpq conninfo.
+A backup is ``pg_dump -Fc`` (compression off: the pipeline compresses with zstd) reading an
+exported snapshot, while the same snapshot is counted and checksummed table by table, so the
+manifest's figures are those of the dump. A drill streams the download into ``pg_restore``
+(the data as it arrives, then indexes and constraints with ``-j``) in a scratch database that
+is dropped afterwards; a real restore runs ``pg_restore -j`` on the verified file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import itertools
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.engine import URL
 
 from shiplift.backups import pgcopy
+from shiplift.backups.engines import (
+    LOCK_WAIT,
+    MOD,
+    READ,
+    STALE,
+    DumpInfo,
+    Scratch,
+    Sink,
+    TableSum,
+    truthy,
+)
 from shiplift.backups.secrets import Secrets
 from shiplift.errors import BackupError
 
-Sink = Callable[[bytes], None]
-READ = 1 << 20
 PIPE_SIZE = 1 << 20
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-MOD = 1 << 64
-LOCK_WAIT = 30.0
-"""Seconds a backup waits for a table lock (``databases[].lock_wait_seconds``) before it fails."""
-STALE = timedelta(hours=6)
-"""Scratch databases and interrupted uploads older than this are left-overs of a killed run."""
 SCRATCH = "shiplift_drill_"
-
-
-@dataclass(frozen=True)
-class TableSum:
-    rows: int
-    checksum: str
-    method: str = "text"
-    """How rows were hashed: ``record`` (each column's hash function) or ``text`` (the row's text)."""
-
-
-@dataclass(frozen=True)
-class DumpInfo:
-    engine: str
-    server_version: str
-    tool: str
-    tables: dict[str, TableSum]
-
-
-class Engine(Protocol):
-    kind: str
-
-    def dump(self, sink: Sink) -> DumpInfo:
-        """Stream a consistent dump into ``sink``; return the figures of that same state."""
-
-    def scratch(
-        self, dump: Iterable[bytes], methods: dict[str, str]
-    ) -> contextlib.AbstractContextManager[Scratch]:
-        """Restore the dump streamed by ``dump`` into a new scratch database, yield it, drop it.
-
-        ``dump`` may raise at any point, its end included (see ``pipeline.plain``): nothing is
-        yielded then. The yielded database's :meth:`Scratch.tables` are its figures, every
-        table hashed with ``methods[table]`` (the manifest's choice).
-        """
-
-    def restore_live(self, dump: Path) -> None:
-        """Restore ``dump`` over the live database; create the database first if it is gone."""
-
-    def exists(self) -> bool:
-        """Whether the live database exists (a restore takes a safety backup only then)."""
-
-    def sweep(self, older_than: timedelta = STALE) -> list[str]:
-        """Drop scratch databases that killed drills left behind, older than ``older_than``."""
-
-
-class Scratch(Protocol):
-    def tables(self) -> dict[str, TableSum]:
-        """Every table's figures, each hashed with the method the manifest chose."""
-
-    def check(self, sql: str) -> bool: ...
-
-
-def engine_for(url: URL, secrets: Secrets, jobs: int = 2, lock_wait: float = LOCK_WAIT) -> Engine:
-    backend = url.get_backend_name()
-    if backend in ("postgresql", "postgres"):
-        return PostgresEngine(url, secrets, jobs, lock_wait)
-    if backend == "sqlite":
-        return SQLiteEngine(url, lock_wait)
-    raise BackupError(f"no backup engine for {backend!r} databases (postgresql, sqlite)")
-
-
-def _truthy(row: Any) -> bool:
-    return bool(row) and bool(row[0]) and row[0] not in ("f", "false", "0")
-
-
-# PostgreSQL ---------------------------------------------------------------------------------
 
 
 def pg_tool(name: str) -> str:
@@ -700,116 +625,4 @@ class _PgScratch:
     def check(self, sql: str) -> bool:
         conn = self.conns[0]
         with conn.transaction(force_rollback=True):
-            return _truthy(conn.execute(sql).fetchone())
-
-
-# SQLite -------------------------------------------------------------------------------------
-
-
-def _sqlite_sums(conn: sqlite3.Connection) -> dict[str, TableSum]:
-    names = [
-        r[0]
-        for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-        )
-    ]
-    out = {}
-    for name in names:
-        rows, total = 0, 0
-        quoted = '"' + name.replace('"', '""') + '"'
-        for row in conn.execute(f"SELECT * FROM {quoted}"):  # noqa: S608
-            rows += 1
-            digest = hashlib.blake2b(repr(row).encode(), digest_size=8).digest()
-            total = (total + int.from_bytes(digest, "big")) % MOD
-        out[name] = TableSum(rows=rows, checksum=f"{total:016x}")
-    return out
-
-
-class SQLiteEngine:
-    kind = "sqlite"
-
-    def __init__(self, url: URL, lock_wait: float = LOCK_WAIT) -> None:
-        if not url.database:
-            raise BackupError("a sqlite URL needs a file path (sqlite:///path/to/app.db)")
-        self.path = Path(url.database)
-        self.lock_wait = lock_wait
-
-    def exists(self) -> bool:
-        return self.path.exists()
-
-    def sweep(self, older_than: timedelta = STALE) -> list[str]:
-        return []  # a drill's copy lives in a temporary directory
-
-    def dump(self, sink: Sink) -> DumpInfo:
-        if not self.path.exists():
-            raise BackupError(f"the SQLite database {self.path} does not exist")
-        with tempfile.TemporaryDirectory(prefix="shiplift-sqlite-") as tmp:
-            copy = Path(tmp) / "backup.db"
-            source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.lock_wait)
-            target = sqlite3.connect(copy)
-            try:
-                source.backup(target)  # one step: a consistent copy while the app writes
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc):
-                    raise
-                raise BackupError(
-                    f"the SQLite database {self.path} is locked by another connection: no lock within "
-                    f"{self.lock_wait:g}s (lock_wait_seconds); nothing was backed up"
-                ) from None
-            finally:
-                source.close()
-            try:
-                tables = _sqlite_sums(target)
-            finally:
-                target.close()
-            with open(copy, "rb") as fh:
-                while chunk := fh.read(READ):
-                    sink(chunk)
-        return DumpInfo(
-            engine=self.kind,
-            server_version=sqlite3.sqlite_version,
-            tool="sqlite3 online backup API",
-            tables=tables,
-        )
-
-    @contextlib.contextmanager
-    def scratch(self, dump: Iterable[bytes], methods: dict[str, str]) -> Iterator[Scratch]:
-        with tempfile.TemporaryDirectory(prefix="shiplift-drill-") as tmp:
-            copy = Path(tmp) / "restored.db"
-            with open(copy, "wb") as out:
-                for chunk in dump:
-                    out.write(chunk)
-            with self._open_scratch(copy) as scratch:
-                yield scratch
-
-    @contextlib.contextmanager
-    def _open_scratch(self, copy: Path) -> Iterator[Scratch]:
-        conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
-        try:
-            verdict = conn.execute("PRAGMA integrity_check").fetchone()
-            if not verdict or verdict[0] != "ok":
-                raise BackupError(f"the restored SQLite database fails its integrity check: {verdict}")
-            yield _SqliteScratch(conn)
-        finally:
-            conn.close()
-
-    def restore_live(self, dump: Path) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)  # a database deleted with its directory
-        source = sqlite3.connect(f"file:{dump}?mode=ro", uri=True)
-        target = sqlite3.connect(self.path, timeout=30)
-        try:
-            source.backup(target)  # through SQLite's locks: safe with the app's connections open
-        finally:
-            source.close()
-            target.close()
-
-
-class _SqliteScratch:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def tables(self) -> dict[str, TableSum]:
-        return _sqlite_sums(self.conn)
-
-    def check(self, sql: str) -> bool:
-        return _truthy(self.conn.execute(sql).fetchone())
+            return truthy(conn.execute(sql).fetchone())

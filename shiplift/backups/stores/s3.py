@@ -1,18 +1,9 @@
-"""Where backups live: a local directory (``file:///path``) or S3 (``s3://bucket/prefix``).
+"""The S3 store (``s3://bucket/prefix``), through boto3.
 
-A store writes an object as a stream (:meth:`Store.writer`), reads it as a stream, and keeps
-small objects (manifests) whole. Memory is bounded by one part.
-
-S3 goes through boto3 with credentials and endpoint from the usual AWS environment variables
-and profiles (``AWS_ENDPOINT_URL_S3`` included), never from the config. An upload is a
-multipart upload whose every part carries its SHA-256, which S3 verifies on receipt;
-server-side encryption and Object Lock retention (compliance mode) are set per object from
-``store_options``.
-
-Every key is confined to the store: a key that is absolute or has a ``..`` segment is refused
-(:func:`confined`), whatever a manifest says. :meth:`Store.sweep` removes what a killed backup
-leaves behind — a local ``.partial`` file, an S3 multipart upload never completed — once it is
-older than a few hours.
+Credentials and endpoint come from the usual AWS environment variables and profiles
+(``AWS_ENDPOINT_URL_S3`` included), never from the config. An upload is a multipart upload
+whose every part carries its SHA-256, which S3 verifies on receipt; server-side encryption and
+Object Lock retention (compliance mode) are set per object from ``store_options``.
 """
 
 from __future__ import annotations
@@ -21,141 +12,16 @@ import base64
 import builtins
 import contextlib
 import hashlib
-import os
 import queue
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
+from shiplift.backups.stores import READ_CHUNK, ObjectWriter, confined
 from shiplift.config import StoreOptions
 from shiplift.errors import BackupError
-
-READ_CHUNK = 1 << 20
-
-
-class ObjectWriter(Protocol):
-    def write(self, data: bytes) -> None: ...
-
-    def close(self) -> None:
-        """Make the object visible; after this it exists whole or not at all."""
-
-    def abort(self) -> None:
-        """Drop what was written."""
-
-
-class Store(Protocol):
-    url: str
-
-    def writer(self, key: str) -> ObjectWriter: ...
-
-    def reader(self, key: str) -> Iterator[bytes]: ...
-
-    def put_bytes(self, key: str, data: bytes) -> None: ...
-
-    def get_bytes(self, key: str) -> bytes: ...
-
-    def list(self, prefix: str) -> list[str]:
-        """Keys under ``prefix``, sorted."""
-
-    def delete(self, key: str) -> None: ...
-
-    def sweep(self, prefix: str, older_than: timedelta) -> builtins.list[str]:
-        """Remove the unfinished writes under ``prefix`` older than ``older_than``; name them."""
-
-
-def confined(key: str) -> str:
-    """``key`` if it names an object inside the store, else a BackupError."""
-    parts = key.replace("\\", "/").split("/")
-    if not key or key.startswith("/") or ".." in parts or "\x00" in key:
-        raise BackupError(f"{key!r} is outside the store: refused")
-    return key
-
-
-def store_for(url: str, options: StoreOptions | None = None) -> Store:
-    if url.startswith("file://"):
-        return LocalStore(url)
-    if url.startswith("s3://"):
-        return S3Store(url, options or StoreOptions())
-    raise BackupError(f"store {url!r}: use file:///path or s3://bucket/prefix")
-
-
-class _FileWriter:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.partial = path.with_name(path.name + ".partial")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.partial, "wb")  # noqa: SIM115 - closed in close()/abort()
-
-    def write(self, data: bytes) -> None:
-        self.fh.write(data)
-
-    def close(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        os.replace(self.partial, self.path)
-
-    def abort(self) -> None:
-        self.fh.close()
-        self.partial.unlink(missing_ok=True)
-
-
-class LocalStore:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.root = Path(urlsplit(url).path)
-
-    def _path(self, key: str) -> Path:
-        return self.root / confined(key)
-
-    def writer(self, key: str) -> ObjectWriter:
-        return _FileWriter(self._path(key))
-
-    def reader(self, key: str) -> Iterator[bytes]:
-        try:
-            fh = open(self._path(key), "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise BackupError(f"{self.url}/{key} does not exist") from None
-        with fh:
-            while chunk := fh.read(READ_CHUNK):
-                yield chunk
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        writer = self.writer(key)
-        writer.write(data)
-        writer.close()
-
-    def get_bytes(self, key: str) -> bytes:
-        return b"".join(self.reader(key))
-
-    def list(self, prefix: str) -> list[str]:
-        base = self._path(prefix)
-        if not base.is_dir():
-            return []
-        return sorted(
-            str(p.relative_to(self.root))
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".partial")
-        )
-
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-
-    def sweep(self, prefix: str, older_than: timedelta) -> builtins.list[str]:
-        base = self._path(prefix)
-        if not base.is_dir():
-            return []
-        cutoff = (datetime.now(UTC) - older_than).timestamp()
-        removed = []
-        for path in sorted(base.rglob("*.partial")):
-            with contextlib.suppress(OSError):  # gone meanwhile
-                if path.is_file() and path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed.append(str(path.relative_to(self.root)))
-        return removed
 
 
 def _b64_sha256(data: bytes) -> str:
