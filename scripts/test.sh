@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 uv run ruff check shiplift flows tasks tests bench
 uv run mypy
+uv run lint-imports
 exec uv run pytest "$@"

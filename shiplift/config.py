@@ -3,18 +3,21 @@
 Every error is one line naming the file, the line where it is known, and the key::
 
     shiplift.yaml:14: environments[1].port: port 18081 is already used by environment 'dev'
+
+(the YAML reading and that line: :mod:`shiplift.configfile`). An environment's strategy is one
+model per kind (:data:`StrategyConfig`, a union by ``kind``, ``replace`` by default).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -24,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from shiplift.configfile import KeyedError, format_error, load_yaml, short, type_name
 from shiplift.errors import ConfigError
 
 NAME = re.compile(r"[a-z](?:[a-z0-9]|-(?!-))*")
@@ -33,7 +37,6 @@ NAME_MAX = 40
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY = re.compile(rf"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?{_COMPONENT}(?:/{_COMPONENT})*$")
 TARGET_KINDS = ("docker",)
-STRATEGY_KINDS = ("replace", "blue_green", "canary", "ab")
 
 
 def _check_name(value: str) -> str:
@@ -144,18 +147,22 @@ class ProviderConfig(_Model):
 class AnalysisConfig(_Model):
     interval_seconds: float = Field(5, gt=0, le=HOUR, description="Length of one measurement.")
     count: int = Field(3, ge=1, le=1000, description="Measurements taken; all must succeed.")
-    success_rate_min: float | None = Field(None, ge=0, le=1)
-    p95_latency_ms_max: float | None = Field(None, gt=0)
+    success_rate_min: float | None = Field(None, ge=0, le=1, description="Lowest share of non-5xx answers.")
+    p95_latency_ms_max: float | None = Field(None, gt=0, description="Highest p95 latency, in milliseconds.")
     failure_limit: int = Field(1, ge=0, description="Failed measurements that abort (at least one).")
     consecutive_error_limit: int = Field(
         4, ge=1, description="Measurements in a row that could not be taken."
     )
-    provider: ProviderConfig = Field(default_factory=ProviderConfig)
+    provider: ProviderConfig = Field(
+        default_factory=ProviderConfig, description="Where the measurements come from (default traefik)."
+    )
 
 
 class PauseConfig(_Model):
-    duration_seconds: float | None = Field(None, ge=0, le=7 * DAY)
-    until_approved: bool = False
+    duration_seconds: float | None = Field(
+        None, ge=0, le=7 * DAY, description="Wait this long (at most 7 days)."
+    )
+    until_approved: bool = Field(False, description="Wait for a person's decision, like an approval gate.")
 
     @model_validator(mode="after")
     def _one(self) -> PauseConfig:
@@ -165,32 +172,35 @@ class PauseConfig(_Model):
 
 
 class SetWeightStep(_Model):
-    set_weight: int = Field(ge=0, le=100)
+    set_weight: int = Field(ge=0, le=100, description="Percent of traffic on the new version, 0-100.")
 
 
 class PauseStep(_Model):
-    pause: PauseConfig
+    pause: PauseConfig = Field(description="duration_seconds: N, or until_approved: true.")
 
 
 class AnalysisStep(_Model):
-    analysis: AnalysisConfig
+    analysis: AnalysisConfig = Field(description="Measure the new version; abort if it fails.")
 
 
-STEP_TAGS = ("set_weight", "pause", "analysis")
+STEP_TAGS = {"set_weight": "SetWeightStep", "pause": "PauseStep", "analysis": "AnalysisStep"}
+"""A step's key, and the tag of its member of the :data:`Step` union (its class name: the error
+formatter leaves capitalised tags out of the key it shows)."""
 
 
 def _step_kind(value: Any) -> str | None:
     if isinstance(value, dict):
         keys = [k for k in STEP_TAGS if k in value]
-        return keys[0] if len(keys) == 1 else None
-    kinds: dict[type, str] = {SetWeightStep: "set_weight", PauseStep: "pause", AnalysisStep: "analysis"}
-    return kinds.get(type(value))
+        return STEP_TAGS[keys[0]] if len(keys) == 1 else None
+    if isinstance(value, SetWeightStep | PauseStep | AnalysisStep):
+        return type(value).__name__
+    return None
 
 
 Step = Annotated[
-    Annotated[SetWeightStep, Tag("set_weight")]
-    | Annotated[PauseStep, Tag("pause")]
-    | Annotated[AnalysisStep, Tag("analysis")],
+    Annotated[SetWeightStep, Tag("SetWeightStep")]
+    | Annotated[PauseStep, Tag("PauseStep")]
+    | Annotated[AnalysisStep, Tag("AnalysisStep")],
     Discriminator(
         _step_kind,
         custom_error_type="step",
@@ -214,7 +224,7 @@ class MatchConfig(_Model):
     def _token(cls, value: str | None) -> str | None:
         if value is not None and (not TOKEN.fullmatch(value) or "`" in value):
             raise ValueError(
-                f"{_short(value)} is not a header or cookie name: letters, digits and !#$%&'*+.^_|~- only"
+                f"{short(value)} is not a header or cookie name: letters, digits and !#$%&'*+.^_|~- only"
             )
         return value
 
@@ -237,47 +247,202 @@ class MatchConfig(_Model):
         return self
 
 
-class StrategyConfig(_Model):
-    kind: Literal["replace", "blue_green", "canary", "ab"] = Field(
-        "replace", description="replace, blue_green, canary or ab."
+_ONLY_FOR = {
+    "match": "match is only for ab",
+    "preview_port": "preview_port is only for blue_green",
+    "sticky": "sticky is only for canary",
+    "scale_down_delay_seconds": "scale_down_delay_seconds is only for blue_green",
+}
+"""The keys only one strategy kind has, and the error when another kind's config sets one."""
+
+
+def _others(*own: str) -> dict[str, str]:
+    return {key: message for key, message in _ONLY_FOR.items() if key not in own}
+
+
+def _pause_and_analysis_only(kind: str, steps: list[Step]) -> None:
+    if any(isinstance(s, SetWeightStep) for s in steps):
+        raise ValueError(f"{kind} steps are pause and analysis only (set_weight is for canary)")
+
+
+class _Strategy(_Model):
+    """What the strategy kinds share: a key of another kind is refused by name.
+
+    Each kind also answers, read-only, for the keys it does not have (``steps`` is empty,
+    ``match`` and ``preview_port`` are ``None``, ``sticky`` is false), so that code may read
+    ``env.strategy.match`` whatever the kind.
+    """
+
+    FOREIGN: ClassVar[dict[str, str]] = {}
+    """Keys of other kinds, and the error that names the kind they belong to."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _foreign_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for key, message in cls.FOREIGN.items():
+            value = data.get(key)
+            if not (value is None or value is False or value == []):
+                raise ValueError(message)
+        # null, false and [] say "none", as they did when one model held every kind's keys
+        return {key: value for key, value in data.items() if key not in cls.FOREIGN}
+
+
+class ReplaceStrategy(_Strategy):
+    """Start the new version, wait until it is healthy, switch all traffic, stop the old one."""
+
+    FOREIGN = {"steps": "replace takes no steps", **_others()}
+    kind: Literal["replace"] = Field("replace", description="replace: all traffic at once once healthy.")
+
+    @property
+    def steps(self) -> list[Step]:
+        return []
+
+    @property
+    def match(self) -> MatchConfig | None:
+        return None
+
+    @property
+    def sticky(self) -> bool:
+        return False
+
+    @property
+    def preview_port(self) -> int | None:
+        return None
+
+
+class CanaryStrategy(_Strategy):
+    """Shift traffic to the new version by weight, step by step, with pauses and analyses."""
+
+    FOREIGN = _others("sticky")
+    kind: Literal["canary"] = Field("canary", description="canary: traffic shifted by weight, step by step.")
+    steps: list[Step] = Field(
+        default_factory=list, description="canary (required): set_weight, pause, analysis, in order."
+    )
+    sticky: bool = Field(False, description="canary: keep a client on the version it got first (a cookie).")
+
+    @model_validator(mode="after")
+    def _has_steps(self) -> CanaryStrategy:
+        if not self.steps:
+            raise ValueError("canary needs steps (set_weight, pause, analysis)")
+        return self
+
+    @property
+    def match(self) -> MatchConfig | None:
+        return None
+
+    @property
+    def preview_port(self) -> int | None:
+        return None
+
+
+class AbStrategy(_Strategy):
+    """Send the requests that match a header or cookie to the new version, the rest to the old."""
+
+    FOREIGN = _others("match")
+    kind: Literal["ab"] = Field("ab", description="ab: requests that match go to the new version.")
+    match: MatchConfig | None = Field(
+        None, description="ab (required): which requests go to the new version (header or cookie, value)."
     )
     steps: list[Step] = Field(
-        default_factory=list,
-        description="canary: set_weight, pause, analysis; ab and blue_green: pause, analysis.",
+        default_factory=list, description="ab (at least one): pause and analysis, in order."
     )
-    match: MatchConfig | None = Field(None, description="ab: which requests go to the new version.")
-    sticky: bool = Field(False, description="canary: keep a client on the version it got first (a cookie).")
-    preview_port: int | None = Field(None, ge=1, le=65535, description="blue_green: the new version's port.")
+
+    @model_validator(mode="after")
+    def _fits(self) -> AbStrategy:
+        _pause_and_analysis_only(self.kind, self.steps)
+        if self.match is None or not self.steps:
+            raise ValueError(
+                "ab needs match (header or cookie, and value) and at least one pause or analysis"
+            )
+        return self
+
+    @property
+    def sticky(self) -> bool:
+        return False
+
+    @property
+    def preview_port(self) -> int | None:
+        return None
+
+
+class BlueGreenStrategy(_Strategy):
+    """Preview the new version alone on its own port, then switch all traffic to it at once."""
+
+    FOREIGN = _others("preview_port", "scale_down_delay_seconds")
+    kind: Literal["blue_green"] = Field(
+        "blue_green", description="blue_green: a preview, then all traffic at once."
+    )
+    preview_port: int | None = Field(
+        None, ge=1, le=65535, description="blue_green (required): the new version's port before the switch."
+    )
+    steps: list[Step] = Field(default_factory=list, description="blue_green: pause and analysis, in order.")
     scale_down_delay_seconds: float = Field(
         30, ge=0, le=DAY, description="blue_green: keep the old one this long."
     )
 
     @model_validator(mode="after")
-    def _fits(self) -> StrategyConfig:
-        weights = any(isinstance(s, SetWeightStep) for s in self.steps)
-        if self.kind == "replace" and self.steps:
-            raise ValueError("replace takes no steps")
-        if self.kind == "canary" and not self.steps:
-            raise ValueError("canary needs steps (set_weight, pause, analysis)")
-        if self.kind in ("ab", "blue_green") and weights:
-            raise ValueError(f"{self.kind} steps are pause and analysis only (set_weight is for canary)")
-        if self.kind == "ab" and (self.match is None or not self.steps):
-            raise ValueError(
-                "ab needs match (header or cookie, and value) and at least one pause or analysis"
-            )
-        if self.kind != "ab" and self.match is not None:
-            raise ValueError("match is only for ab")
-        if self.kind == "blue_green" and self.preview_port is None:
+    def _fits(self) -> BlueGreenStrategy:
+        _pause_and_analysis_only(self.kind, self.steps)
+        if self.preview_port is None:
             raise ValueError("blue_green needs preview_port")
-        if self.kind != "blue_green" and self.preview_port is not None:
-            raise ValueError("preview_port is only for blue_green")
         return self
+
+    @property
+    def match(self) -> MatchConfig | None:
+        return None
+
+    @property
+    def sticky(self) -> bool:
+        return False
+
+
+STRATEGY_TAGS = {
+    "replace": "ReplaceStrategy",
+    "canary": "CanaryStrategy",
+    "ab": "AbStrategy",
+    "blue_green": "BlueGreenStrategy",
+}
+"""A strategy's kind, and the tag of its member of :data:`StrategyConfig` (its class name)."""
+
+
+def _strategy_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return STRATEGY_TAGS.get(value.get("kind", "replace"))
+    if isinstance(value, _Strategy):
+        return type(value).__name__
+    return None
+
+
+def _known_kind(value: Any) -> Any:
+    """Name the key: an unknown kind is an error of ``strategy.kind``, not of the whole union."""
+    if isinstance(value, dict):
+        kind = value.get("kind", "replace")
+        if not isinstance(kind, str) or kind not in STRATEGY_TAGS:
+            raise KeyedError(
+                ("kind",), f"Input should be 'replace', 'blue_green', 'canary' or 'ab' (found {short(kind)})"
+            )
+    elif not isinstance(value, _Strategy):
+        raise ValueError(f"Input should be a valid dictionary (found {type_name(value)})")
+    return value
+
+
+StrategyConfig = Annotated[
+    Annotated[ReplaceStrategy, Tag("ReplaceStrategy")]
+    | Annotated[CanaryStrategy, Tag("CanaryStrategy")]
+    | Annotated[AbStrategy, Tag("AbStrategy")]
+    | Annotated[BlueGreenStrategy, Tag("BlueGreenStrategy")],
+    Discriminator(_strategy_kind),
+    BeforeValidator(_known_kind),
+]
+"""How an environment shifts traffic to a new version: one of the kinds, by ``kind`` (default replace)."""
 
 
 class ApprovalConfig(_Model):
-    approvers: list[str] = Field(min_length=1)
-    min_approvals: int = Field(1, ge=1)
-    forbid_self_approval: bool = False
+    approvers: list[str] = Field(min_length=1, description="Who may decide (one person however typed).")
+    min_approvals: int = Field(1, ge=1, description="Distinct approvals needed; one rejection rejects.")
+    forbid_self_approval: bool = Field(False, description="The release's author may not approve it.")
     timeout_seconds: float = Field(
         86400, gt=0, le=30 * DAY, description="A timeout rejects (at most 30 days)."
     )
@@ -303,11 +468,17 @@ class ApprovalConfig(_Model):
 
 class EnvironmentConfig(_Model):
     name: Name = Field(description="Level name: dev, qa, staging, prod…")
-    target: TargetConfig = Field(default_factory=lambda: TargetConfig(kind="docker"))
+    target: TargetConfig = Field(
+        default_factory=lambda: TargetConfig(kind="docker"), description="Where it runs (default docker)."
+    )
     port: int = Field(ge=1, le=65535, description="Stable endpoint port on the Docker host.")
     host: str = Field("127.0.0.1", description="Address the stable endpoint binds to.")
-    strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig(kind="replace"))
-    approval: ApprovalConfig | None = None
+    strategy: StrategyConfig = Field(
+        default_factory=ReplaceStrategy, description="How traffic moves to a new version (by kind)."
+    )
+    approval: ApprovalConfig | None = Field(
+        None, description="The gate a promotion into this environment waits at (default: none)."
+    )
     drain_seconds: float = Field(
         1.0, ge=0, le=HOUR, description="Wait after the switch before stopping the old version."
     )
@@ -334,13 +505,13 @@ class RetentionConfig(_Model):
 
 
 class CheckConfig(_Model):
-    name: str
+    name: str = Field(description="Name of the check in the drill's report.")
     sql: str = Field(description="A query whose first column of the first row must be true (or non-zero).")
 
 
 class StoreOptions(_Model):
     server_side_encryption: Literal["AES256", "aws:kms"] | None = Field(None, description="S3 SSE.")
-    kms_key_id: str | None = None
+    kms_key_id: str | None = Field(None, description="S3 SSE-KMS key id (aws:kms).")
     object_lock_days: int | None = Field(
         None, ge=1, description="S3 Object Lock retention (compliance mode)."
     )
@@ -373,13 +544,13 @@ def _cron(value: str | None) -> str | None:
 
 
 class DatabaseConfig(_Model):
-    name: Name
+    name: Name = Field(description="Database name: --db NAME.")
     url: str = Field(description="SQLAlchemy URL, or env:VAR, or secret:BLOCK (a Prefect Secret block).")
     store: str = Field(description="file:///path or s3://bucket/prefix.")
     schedule: str | None = Field(None, description="Cron of the nightly backup.")
     drill_schedule: str | None = Field(None, description="Cron of the restore drill.")
-    retention: RetentionConfig = Field(default_factory=RetentionConfig)
-    store_options: StoreOptions = Field(default_factory=StoreOptions)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig, description="What prune keeps.")
+    store_options: StoreOptions = Field(default_factory=StoreOptions, description="Options of an S3 store.")
     key_secret: str | None = Field(
         None, description="Prefect Secret block with the key (else SHIPLIFT_BACKUP_KEY)."
     )
@@ -441,14 +612,18 @@ class LedgerConfig(_Model):
 
 class Config(_Model):
     app: Name = Field(description="Application name.")
-    image: ImageConfig
-    health: HealthConfig
+    image: ImageConfig = Field(description="How the image is built and where it is pushed.")
+    health: HealthConfig = Field(description="How a new version proves it is healthy.")
     container_port: int = Field(8000, ge=1, le=65535, description="Port the app listens on.")
-    environments: list[EnvironmentConfig] = Field(min_length=1)
-    databases: list[DatabaseConfig] = Field(default_factory=list)
-    retries: RetryConfig = Field(default_factory=RetryConfig)
-    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
-    base_dir: Annotated[str, Field(exclude=True)] = "."
+    environments: list[EnvironmentConfig] = Field(min_length=1, description="The levels, in promotion order.")
+    databases: list[DatabaseConfig] = Field(
+        default_factory=list, description="Databases backed up and drilled."
+    )
+    retries: RetryConfig = Field(default_factory=RetryConfig, description="Retries of transient steps.")
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig, description="Where the ledger is kept.")
+    base_dir: Annotated[
+        str, Field(exclude=True, description="The config file's directory (set by load_config; not a key).")
+    ] = "."
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
@@ -456,13 +631,13 @@ class Config(_Model):
         ports: dict[tuple[str, int], str] = {}
         for i, env in enumerate(self.environments):
             if env.name in names:
-                raise _KeyedError((("environments", i, "name")), f"duplicate environment {env.name!r}")
+                raise KeyedError((("environments", i, "name")), f"duplicate environment {env.name!r}")
             names[env.name] = i
             for port in (env.port, env.strategy.preview_port):
                 if port is None:
                     continue
                 if (env.host, port) in ports:
-                    raise _KeyedError(
+                    raise KeyedError(
                         ("environments", i, "port"),
                         f"port {port} is already used by environment {ports[(env.host, port)]!r}",
                     )
@@ -470,11 +645,11 @@ class Config(_Model):
         seen: set[str] = set()
         for i, db in enumerate(self.databases):
             if db.name in seen:
-                raise _KeyedError(("databases", i, "name"), f"duplicate database {db.name!r}")
+                raise KeyedError(("databases", i, "name"), f"duplicate database {db.name!r}")
             seen.add(db.name)
             for j, env_name in enumerate(db.backup_before or []):
                 if env_name not in names:
-                    raise _KeyedError(
+                    raise KeyedError(
                         ("databases", i, "backup_before", j), f"no environment {env_name!r} in the config"
                     )
         return self
@@ -517,143 +692,15 @@ def person(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
-class _KeyedError(ValueError):
-    """A cross-field error that knows which key it belongs to."""
-
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
-
-
-class _LineLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _lines(
-    node: yaml.Node | None, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]
-) -> None:
-    if node is None:
-        return
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                out[(*path, key.value)] = key.start_mark.line + 1
-                _lines(value, (*path, key.value), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _lines(item, (*path, i), out)
-
-
-def _format_loc(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            text = str(part)
-            if not re.fullmatch(r"[A-Za-z0-9_-]+", text):
-                text = repr(text)
-            out += ("." if out else "") + text
-    return out or "(top level)"
-
-
-def _line_for(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return None
-
-
-def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    """Drop pydantic's union-member tags (``SetWeightStep``, the step tag) from an error location."""
-    out: list[str | int] = []
-    for part in loc:
-        if isinstance(part, str) and (part[:1].isupper() or (out and out[-1] == part and part in STEP_TAGS)):
-            continue
-        out.append(part)
-    return tuple(out)
-
-
 def parse_config(text: str, *, source: str = "shiplift.yaml", base_dir: str = ".") -> Config:
     """Parse and validate a config document; raise :class:`ConfigError` with one line."""
-    try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}" if mark else source
-        detail = exc.problem or exc.context
-        if exc.problem and exc.context and exc.context_mark and exc.context_mark is not mark:
-            detail = f"{exc.problem} ({exc.context} at line {exc.context_mark.line + 1})"
-        raise ConfigError(_one_line(f"{where}: malformed YAML: {detail}")) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: malformed YAML: {str(exc).splitlines()[0]}") from None
-    except (RecursionError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{source}: malformed YAML: {type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        kind = "empty" if data is None else type(data).__name__
-        raise ConfigError(f"{source}: the document must be a mapping of keys (found {kind})")
+    data, lines = load_yaml(text, source=source)
     if "base_dir" in data:
-        data.pop("base_dir")
         raise ConfigError(f"{source}: base_dir: unknown key")
-    lines: dict[tuple[str | int, ...], int] = {}
-    _lines(node, (), lines)
     try:
         return Config.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        ctx_error = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_error, _KeyedError):
-            loc, msg = ctx_error.loc, str(ctx_error)
-        else:
-            loc = _clean_loc(tuple(err["loc"]))
-            msg = _message(err)
-        line = _line_for(lines, loc)
-        where = f"{source}:{line}" if line else source
-        raise ConfigError(_one_line(f"{where}: {_format_loc(loc)}: {msg}")) from None
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _message(err: Any) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if kind in {"literal_error", "union_tag_invalid"}:
-        return f"{msg} (found {_short(err.get('input'))})"
-    if kind.endswith("_type") or kind.endswith("_parsing"):
-        # the type, never the value: a mistyped URL or key may hold a password
-        return f"{msg} (found {_type_name(err.get('input'))})"
-    return msg
-
-
-def _type_name(value: Any) -> str:
-    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "nothing"}
-    return names.get(type(value), f"a {type(value).__name__}")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+        raise format_error(exc, lines, source=source) from None
 
 
 def load_config(path: str | Path = "shiplift.yaml") -> Config:

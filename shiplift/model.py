@@ -52,18 +52,6 @@ class Phase(StrEnum):
         return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK, Phase.REJECTED, Phase.ABORTED)
 
 
-class ReplaceStep(StrEnum):
-    """The steps of the ``replace`` strategy, in order; the ledger stores the index reached."""
-
-    START = "start"
-    WAIT_HEALTHY = "wait_healthy"
-    SWITCH = "switch"
-    STOP_OLD = "stop_old"
-
-
-REPLACE_STEPS: tuple[ReplaceStep, ...] = tuple(ReplaceStep)
-
-
 @dataclass(frozen=True)
 class ImageRef:
     """An image pinned by digest: ``repository@sha256:…``; deployments use nothing else."""
@@ -81,14 +69,6 @@ class ImageRef:
     @property
     def short(self) -> str:
         return self.digest.removeprefix("sha256:")[:12]
-
-
-@dataclass(frozen=True)
-class Version:
-    """A version the target runs: label plus the digest it was deployed from."""
-
-    label: str
-    image: ImageRef
 
 
 Weights = dict[str, int]

@@ -61,9 +61,6 @@ class TrafficRouter(Protocol):
     def metrics_url(self) -> str | None:
         """Where the router's Prometheus metrics are (``<url>/metrics``); ``None`` if it has none."""
 
-    def finalize(self) -> None:
-        """Remove the router and its endpoint."""
-
 
 def router_for(config: Config, env: EnvironmentConfig, target: DeployTarget) -> TrafficRouter:
     """The router for ``env``'s target kind; raises on a kind without one."""

@@ -273,11 +273,6 @@ class TraefikRouter:
         found = self.client.containers.list(all=True, filters={"label": labels})
         return found[0] if found else None
 
-    def finalize(self) -> None:
-        container = self._container()
-        if container is not None:
-            container.remove(force=True)
-
     # routes ---------------------------------------------------------------------------------
 
     def set_routes(
@@ -326,12 +321,6 @@ class TraefikRouter:
 
     def metrics_url(self) -> str | None:
         return self._api()
-
-    def backends(self) -> dict[str, str]:
-        """The backends of the generation written last, by version label."""
-        container = self._container()
-        header = self._header(container) if container is not None else None
-        return dict(header.get("backends", {})) if header else {}
 
     # internals ------------------------------------------------------------------------------
 

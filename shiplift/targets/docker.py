@@ -169,14 +169,6 @@ class DockerTarget:
         )
         return [self._instance(c) for c in found]
 
-    def teardown(self) -> None:
-        """Remove every container and the network of this environment."""
-        for instance in self.instances():
-            self.stop(instance.name)
-        for net in self.client.networks.list(names=[self.network_name]):
-            with contextlib.suppress(APIError):
-                net.remove()
-
 
 def _explain(exc: APIError) -> str:
     text = getattr(exc, "explanation", None) or str(exc)

@@ -266,3 +266,88 @@ def test_the_cli_answers_malformed_config_with_one_line_and_exit_2(tmp_path: Pat
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("shiplift: error: "), result.stderr
     assert not (tmp_path / ".shiplift").exists(), "nothing was touched: no ledger was even created"
+
+
+# The strategy: a union by kind; each kind takes only its own keys ----------------------------
+
+
+def test_the_strategy_is_one_model_per_kind_and_replace_by_default() -> None:
+    from shiplift.config import CanaryStrategy, ReplaceStrategy
+
+    config = parse_config(CONTRACT)
+    assert isinstance(config.environment("dev").strategy, ReplaceStrategy)
+    assert isinstance(config.environment("prod").strategy, CanaryStrategy)
+    doc = yaml.safe_load(CONTRACT)
+    del doc["environments"][0]["strategy"]
+    dev = parse_config(yaml.safe_dump(doc)).environment("dev").strategy
+    assert isinstance(dev, ReplaceStrategy) and dev.steps == [] and dev.match is None
+    assert (dev.sticky, dev.preview_port) == (False, None)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "key", "message"),
+    [
+        (
+            {"kind": "rolling"},
+            "strategy.kind",
+            "Input should be 'replace', 'blue_green', 'canary' or 'ab' (found 'rolling')",
+        ),
+        ({"kind": "replace", "steps": [{"set_weight": 5}]}, "strategy", "replace takes no steps"),
+        (
+            {"kind": "canary", "steps": [{"set_weight": 5}], "match": {"header": "X-Group", "value": "b"}},
+            "strategy",
+            "match is only for ab",
+        ),
+        (
+            {"kind": "canary", "steps": [{"set_weight": 5}], "preview_port": 9000},
+            "strategy",
+            "preview_port is only for blue_green",
+        ),
+        (
+            {
+                "kind": "ab",
+                "steps": [{"pause": {"duration_seconds": 1}}],
+                "match": {"header": "X", "value": "b"},
+                "sticky": True,
+            },
+            "strategy",
+            "sticky is only for canary",
+        ),
+        (
+            {"kind": "canary", "steps": [{"set_weight": 5}], "scale_down_delay_seconds": 5},
+            "strategy",
+            "scale_down_delay_seconds is only for blue_green",
+        ),
+        ({"kind": "blue_green", "preview_port": 9000, "colour": 1}, "strategy.colour", "unknown key"),
+        (
+            {"kind": "blue_green", "preview_port": 9000, "steps": [{"wait": 1}]},
+            "strategy.steps[0]",
+            "a step is one of set_weight, pause or analysis",
+        ),
+        ("canary", "strategy", "Input should be a valid dictionary (found a string)"),
+    ],
+)
+def test_a_strategy_takes_only_the_keys_of_its_kind(strategy: Any, key: str, message: str) -> None:
+    doc = yaml.safe_load(CONTRACT)
+    doc["environments"][1]["strategy"] = strategy
+    with pytest.raises(ConfigError) as info:
+        parse_config(yaml.safe_dump(doc, sort_keys=False))
+    assert str(info.value).endswith(f": environments[1].{key}: {message}"), str(info.value)
+
+
+def test_every_config_key_has_a_description() -> None:
+    """The descriptions feed the README's configuration reference and ``--help``."""
+    from pydantic import BaseModel
+
+    import shiplift.config as config
+
+    models = [
+        m
+        for m in vars(config).values()
+        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == config.__name__
+    ]
+    assert len(models) > 20
+    missing = [
+        f"{m.__name__}.{name}" for m in models for name, f in m.model_fields.items() if not f.description
+    ]
+    assert not missing
