@@ -250,7 +250,9 @@ def test_blue_green_switches_without_loss_and_rolls_back_in_the_window(project: 
     assert (back.kind, back.version, back.phase) == ("rollback", "v1", Phase.SUCCEEDED)
     began = event_time(ledger, back, "environment lock taken")
     in_force = event_time(ledger, back, "traffic switched to v1")
-    assert in_force - began < 1.0, f"switched back in {in_force - began:.2f}s"
+    # nothing is started: the switch-back follows the lock at once (bench/traffic.py measures
+    # it tightly; on a busy machine a test needs a wide margin)
+    assert in_force - began < 5.0, f"switched back in {in_force - began:.2f}s"
     containers = app_containers(project.app)
     assert [c.id for c in containers] == [v1.id], "the rollback started nothing: v1's container serves"
     assert project.version_at("prod") == "v1"
