@@ -214,6 +214,7 @@ def test_rollback_aborts_a_rollout_paused_for_a_person_in_seconds_under_load(pro
         result = load.stop()
     assert back.returncode == 0, back.stderr
     assert "prod rolled back to v1 (aborted the rollout of v2)" in back.stdout
+    print(f"rollback with a paused rollout: {took:.1f}s")  # the figure, with pytest -s
     assert took < 90, f"the rollback waited {took:.1f}s (the pause's timeout is a day)"
     assert result.failed == 0, result.errors
     _, err = proc.communicate(timeout=120)
