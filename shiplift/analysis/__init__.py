@@ -19,6 +19,10 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from shiplift.config import ProviderConfig
 
+LATENCY_BUCKETS = "0.005,0.01,0.025,0.05,0.1,0.2,0.3,0.4,0.5,0.75,1,2.5,5,10"
+"""Histogram buckets the router gives its latency metrics (Traefik's), fine enough to judge a
+p95 limit in milliseconds; here so that the router and the traefik provider share it."""
+
 
 @dataclass(frozen=True)
 class Measurement:

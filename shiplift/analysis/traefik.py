@@ -20,8 +20,6 @@ from shiplift.model import slug
 
 REQUESTS = "traefik_service_requests_total"
 BUCKETS = "traefik_service_request_duration_seconds_bucket"
-LATENCY_BUCKETS = "0.005,0.01,0.025,0.05,0.1,0.2,0.3,0.4,0.5,0.75,1,2.5,5,10"
-"""Histogram buckets shiplift gives Traefik, fine enough to judge a p95 limit in milliseconds."""
 
 
 @dataclass

@@ -27,7 +27,7 @@ import docker
 import httpx
 from docker.errors import APIError, ImageNotFound, NotFound
 
-from shiplift.analysis.traefik import LATENCY_BUCKETS
+from shiplift.analysis import LATENCY_BUCKETS
 from shiplift.config import EnvironmentConfig
 from shiplift.dockerhost import published_host
 from shiplift.errors import RouterError
