@@ -257,16 +257,7 @@ class Postgres:
 
         Returns its URL, password included. The role may create databases (for drills).
         """
-        import psycopg
-
-        with psycopg.connect(self.url(driver="postgresql"), autocommit=True) as conn:
-            conn.execute(f"CREATE ROLE {name} LOGIN CREATEDB PASSWORD '{password}'")
-            conn.execute(f"CREATE DATABASE {database} OWNER {name}")
-        hba = self.data / "pg_hba.conf"
-        rule = f"host all {name} 127.0.0.1/32 scram-sha-256\n"
-        hba.write_text(rule + hba.read_text())
-        self._as_postgres(self._bin("pg_ctl"), "-D", str(self.data), "reload")
-        time.sleep(0.5)
+        self._add_role(name, f"PASSWORD '{password}'", database, f"host all {name} 127.0.0.1/32 scram-sha-256\n")
         return f"postgresql://{name}:{password}@127.0.0.1:{self.port}/{database}"
 
     def add_socket_user(self, name: str, database: str) -> str:
@@ -274,17 +265,22 @@ class Postgres:
         ``peer`` or socket-only setups do), owning a new database; its URL, which names the
         socket directory: ``postgresql://name@/database?host=<dir>&port=<port>``.
         """
+        rules = f"local all {name} trust\nhost all {name} 0.0.0.0/0 reject\nhost all {name} ::/0 reject\n"
+        self._add_role(name, "", database, rules)
+        return f"postgresql://{name}@/{database}?host={self.root}&port={self.port}"
+
+    def _add_role(self, name: str, password: str, database: str, hba_rules: str) -> None:
+        """Create a login role (``password``: its SQL clause) owning ``database``; put its
+        ``pg_hba.conf`` rules first and reload."""
         import psycopg
 
         with psycopg.connect(self.url(driver="postgresql"), autocommit=True) as conn:
-            conn.execute(f"CREATE ROLE {name} LOGIN CREATEDB")
+            conn.execute(f"CREATE ROLE {name} LOGIN CREATEDB {password}")
             conn.execute(f"CREATE DATABASE {database} OWNER {name}")
         hba = self.data / "pg_hba.conf"
-        rules = f"local all {name} trust\nhost all {name} 0.0.0.0/0 reject\nhost all {name} ::/0 reject\n"
-        hba.write_text(rules + hba.read_text())
+        hba.write_text(hba_rules + hba.read_text())
         self._as_postgres(self._bin("pg_ctl"), "-D", str(self.data), "reload")
         time.sleep(0.5)
-        return f"postgresql://{name}@/{database}?host={self.root}&port={self.port}"
 
     def stop(self) -> None:
         self._as_postgres(self._bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
