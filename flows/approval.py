@@ -18,9 +18,8 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
 from flows.common import Context
-from shiplift.approvals import ANYONE, Decision, Outcome, outcome, refusal
+from shiplift.approvals import ANYONE, Decision, Outcome, outcome, refusal, refuse_auto_approve
 from shiplift.config import ApprovalConfig, EnvironmentConfig
-from shiplift.errors import InputError
 from shiplift.ledger import Deployment, now
 from shiplift.model import ImageRef, Phase
 from shiplift.progress import announce, report
@@ -54,8 +53,12 @@ def gate_of(app: str, name: str, dep: Deployment, step: int) -> dict[str, object
 
 def wrong_gate(answer: ApprovalInput, gate: dict[str, object]) -> str | None:
     """Why ``answer`` is not for ``gate``, or ``None`` when it is."""
-    given = {"app": answer.app, "environment": answer.environment, "version": answer.version}
-    given["step"] = answer.step
+    given = {
+        "app": answer.app,
+        "environment": answer.environment,
+        "version": answer.version,
+        "step": answer.step,
+    }
     # the form's defaults are this gate's: only fields the sender set name a gate
     named = set(gate) <= answer.model_fields_set
     if named and given == gate:
@@ -127,8 +130,7 @@ def await_approval(
     policy = env.approval
     assert policy is not None
     if auto_approve:
-        if not policy.allow_auto_approve:  # flows refuse it before this; never let it through here
-            raise InputError(auto_approve_refusal(env.name))
+        refuse_auto_approve([env])  # flows refuse it before this; never let it through here
         ctx.ledger.record_approval(
             dep.id, approver=AUTO, approved=True, comment="--auto-approve", accepted=True, reason=None
         )
@@ -144,20 +146,6 @@ def await_approval(
         author=author,
         waiting=Phase.AWAITING_APPROVAL,
     )
-
-
-def auto_approve_refusal(env: str) -> str:
-    return (
-        f"--auto-approve: environment {env} does not allow it "
-        f"(set environments[{env}].approval.allow_auto_approve: true, or approve in the Prefect UI)"
-    )
-
-
-def refuse_auto_approve(ctx: Context, envs: list[EnvironmentConfig]) -> None:
-    """Refuse at once (:class:`InputError`) an auto-approve that one of ``envs``' gates does not allow."""
-    for env in envs:
-        if env.approval is not None and not env.approval.allow_auto_approve:
-            raise InputError(auto_approve_refusal(env.name))
 
 
 def pause_policy(env: EnvironmentConfig) -> ApprovalConfig:

@@ -24,7 +24,7 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger
 
-from flows.approval import await_approval, refuse_auto_approve
+from flows.approval import await_approval
 from flows.backup import backups_before, check_drill_age
 from flows.common import (
     LOCK_LEASE_SECONDS,
@@ -35,7 +35,7 @@ from flows.common import (
     supersede_run,
 )
 from flows.progressive import Rollout, scale_down_later
-from shiplift.approvals import Outcome
+from shiplift.approvals import Outcome, refuse_auto_approve
 from shiplift.config import EnvironmentConfig
 from shiplift.errors import ReleaseError, RouterError, ShipliftError
 from shiplift.ledger import Deployment
@@ -327,7 +327,6 @@ def _abandon(
     ctx.ledger.finish(dep.id, phase, reason)
 
 
-WAITING = (Phase.AWAITING_APPROVAL, Phase.PAUSED)
 ABORT_ANSWER_SECONDS = 60.0
 """How long an abort waits for the paused run to answer before taking the environment over."""
 
@@ -348,7 +347,7 @@ def abort_waiting(ctx: Context, env: EnvironmentConfig, *, by: str) -> list[str]
     ledger, app = ctx.ledger, ctx.config.app
     aborted: list[str] = []
     for dep in ledger.unfinished_all(app, env.name):
-        if Phase(dep.phase) not in WAITING:
+        if not Phase(dep.phase).waiting:
             continue
         announce(f"{env.name}: aborting the rollout of {dep.version} that waits for a person")
         answer = {
@@ -426,7 +425,7 @@ def promote(
     ctx = open_context(config_path)
     env = ctx.config.environment(to)
     if auto_approve:
-        refuse_auto_approve(ctx, [env])
+        refuse_auto_approve([env])
     image = release_image(ctx, version)
     index = ctx.config.index_of(to)
     previous_level = None

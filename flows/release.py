@@ -19,9 +19,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.approval import refuse_auto_approve
 from flows.common import open_context
 from flows.promote import deploy_version, refuse_bad
+from shiplift.approvals import refuse_auto_approve
 from shiplift.errors import InputError, ReleaseError, ShipliftError
 from shiplift.images import build_args, refuse_secret_build_args
 from shiplift.model import check_version
@@ -46,7 +46,7 @@ def release(
     config = ctx.config
     log = get_run_logger()
     if auto_approve:
-        refuse_auto_approve(ctx, config.environments)
+        refuse_auto_approve(config.environments)
     refuse_bad(ctx, version, force, "release")  # before anything is built
 
     args = build_args(config, version, git_sha, extra_build_args or {})

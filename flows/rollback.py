@@ -33,7 +33,8 @@ def rollback(
     ctx = open_context(config_path)
     environment = ctx.config.environment(env)
     app = ctx.config.app
-    if to is not None and ctx.ledger.served(app, env, to) is None:
+    served = ctx.ledger.served(app, env, to) if to is not None else None
+    if to is not None and served is None:
         raise InputError(f"{to} never served {env}; promote it instead")
     before = ctx.ledger.environment(app, env)
     aborted = abort_waiting(ctx, environment, by=author or "shiplift rollback")
@@ -44,16 +45,15 @@ def rollback(
         if aborted and current and state and state.weights == {current: 100}:
             # the abort put the environment back on the version it served before the rollout
             return {**result, "version": current, "digest": state.digest or "", "aborted": ", ".join(aborted)}
-        previous = ctx.ledger.previous_good(app, env, current)
-        if previous is None:
+        served = ctx.ledger.previous_good(app, env, current)
+        if served is None:
             raise ReleaseError(f"{env} has no previous good version to roll back to")
-        to = previous.version
+        to = served.version
     if to == current and state is not None and state.weights == {to: 100}:
         if aborted:
             return {**result, "version": to, "digest": state.digest or "", "aborted": ", ".join(aborted)}
         raise ReleaseError(f"{env} already serves {to}")
     refuse_bad(ctx, to, force, "roll back to")
-    served = ctx.ledger.served(app, env, to)
     assert served is not None  # checked above, or previous_good found it
     record = ctx.ledger.release(app, to)
     image = ImageRef(record.repository if record else ctx.config.image.repository, served.digest)

@@ -12,11 +12,13 @@ is recorded and changes nothing; the gate keeps waiting. A timeout is a rejectio
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from shiplift.config import ApprovalConfig, person
+from shiplift.config import ApprovalConfig, EnvironmentConfig, person
+from shiplift.errors import InputError
 
 
 class Outcome(StrEnum):
@@ -56,6 +58,16 @@ def refusal(
     if decision.approved and any(person(d.approver) == who and d.approved for d in accepted):
         return f"{shown!r} has already approved; min_approvals needs different people"
     return None
+
+
+def refuse_auto_approve(envs: Iterable[EnvironmentConfig]) -> None:
+    """Raise :class:`InputError` when the gate of one of ``envs`` does not allow auto-approve."""
+    for env in envs:
+        if env.approval is not None and not env.approval.allow_auto_approve:
+            raise InputError(
+                f"--auto-approve: environment {env.name} does not allow it (set environments"
+                f"[{env.name}].approval.allow_auto_approve: true, or approve in the Prefect UI)"
+            )
 
 
 def outcome(policy: ApprovalConfig, accepted: list[Decision]) -> Outcome:

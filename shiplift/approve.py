@@ -28,9 +28,6 @@ class DecisionError(ApiError):
     """The decision could not be delivered (no such run, not paused, API unreachable)."""
 
 
-WAITING = (Phase.AWAITING_APPROVAL, Phase.PAUSED)
-
-
 def waiting_gate(
     config: Config, ledger: Ledger, *, run_id: str | None, env: str | None, version: str | None
 ) -> tuple[str, dict[str, Any]]:
@@ -44,7 +41,7 @@ def waiting_gate(
             UUID(run_id)
         except ValueError:
             raise InputError(f"{run_id!r} is not a flow run id") from None
-        waiting = [d for d in ledger.deployment_for_run(run_id) if Phase(d.phase) in WAITING]
+        waiting = [d for d in ledger.deployment_for_run(run_id) if Phase(d.phase).waiting]
         if not waiting:
             raise InputError(
                 f"run {run_id} is not waiting for a decision on {config.app} (see shiplift status)"
@@ -61,7 +58,7 @@ def waiting_gate(
         found = [
             d
             for d in ledger.unfinished_all(config.app, env)
-            if d.version == version and Phase(d.phase) in WAITING
+            if d.version == version and Phase(d.phase).waiting
         ]
         if not found or not found[0].run_id:
             raise InputError(f"no run waits for a decision on {config.app} {version} in {env}")

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shiplift.config import Config, load_config
-from shiplift.errors import ConfigError, ShipliftError
+from shiplift.errors import ConfigError, ShipliftError, explain
 from shiplift.progress import set_reporter
 
 app = typer.Typer(
@@ -107,7 +107,7 @@ def _run_flow(fn: Any, verbose: bool, **params: Any) -> Any:
     except KeyboardInterrupt:
         _fail("interrupted; run the same command again to continue from the ledger", 130)
     except Exception as exc:  # noqa: BLE001 - one line for the user, never a traceback
-        _fail(_unexpected(exc), 1)
+        _fail(explain(exc), 1)
     finally:
         if status is not None:
             status.stop()
@@ -160,14 +160,12 @@ def _version(value: str | None) -> str | None:
 
 def _auto_approve_allowed(cfg: Config, envs: list[str]) -> None:
     """--auto-approve: refused at once where a gate does not allow it (the flow checks again)."""
-    for name in envs:
-        env = cfg.environment(name)
-        if env.approval is not None and not env.approval.allow_auto_approve:
-            _fail(
-                f"--auto-approve: environment {name} does not allow it (set environments[{name}]"
-                ".approval.allow_auto_approve: true, or approve in the Prefect UI)",
-                2,
-            )
+    from shiplift.approvals import refuse_auto_approve
+
+    try:
+        refuse_auto_approve(cfg.environment(name) for name in envs)
+    except ShipliftError as exc:
+        _fail(str(exc), exc.exit_code)
 
 
 VersionOpt = Annotated[
@@ -695,17 +693,11 @@ def main() -> NoReturn:
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except Exception as exc:  # noqa: BLE001 - whatever failed, one line and never a traceback
-            _fail(_unexpected(exc), 1)
+            _fail(explain(exc), 1)
     except SystemExit as exc:
         _exit_now(exc.code)
     _exit_now(0)
 
-
-def _unexpected(exc: BaseException) -> str:
-    """One line for a failure no command mapped: what failed, and what to check."""
-    from shiplift.errors import explain
-
-    return explain(exc)
 
 
 def _exit_now(code: object) -> NoReturn:

@@ -48,6 +48,11 @@ class Phase(StrEnum):
     """A progressive rollout stopped on its way: traffic back on the stable version, the new one removed."""
 
     @property
+    def waiting(self) -> bool:
+        """Waiting for a person: at the approval gate, or a rollout paused for a decision."""
+        return self in (Phase.AWAITING_APPROVAL, Phase.PAUSED)
+
+    @property
     def finished(self) -> bool:
         return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK, Phase.REJECTED, Phase.ABORTED)
 
