@@ -132,7 +132,12 @@ def backup(
     reason: str,
     at: datetime | None = None,
 ) -> Manifest:
-    """Take one backup of ``engine``'s database into ``store``; write and return its manifest."""
+    """Take one backup of ``engine``'s database into ``store``; write and return its manifest.
+
+    One function on purpose: the stream's stages (dump → zstd → AES-GCM → store) share the
+    counters and the writer, whose ``abort`` must run whatever stage fails; the manifest is
+    written only once the object is whole.
+    """
     started = at or datetime.now(UTC)
     t0 = time.monotonic()
     backup_id = new_id(started)

@@ -443,7 +443,11 @@ class PostgresEngine:
     def _load_data(self, chunks: Iterator[bytes], database: str, conns: list[Any]) -> None:
         """The data section of the streamed dump: ``pg_restore -f -`` renders it as SQL, the rows
         of each COPY go over all ``conns`` at once, the rest (sequence values, large objects)
-        through ``psql`` (see ``pgcopy``)."""
+        through ``psql`` (see ``pgcopy``).
+
+        One function on purpose: two processes and a feeding thread share one clean-up, whose
+        order decides which error the user sees (the stream's, else a tool's, else the loader's).
+        """
         env = self._env()
         with tempfile.TemporaryFile() as render_errors, tempfile.TemporaryFile() as psql_errors:
             render = subprocess.Popen(
