@@ -34,6 +34,7 @@ from shiplift.config import load_config  # noqa: E402
 from shiplift.dockerhost import client  # noqa: E402
 from shiplift.ledger import Deployment, Ledger, open_ledger  # noqa: E402
 from shiplift.model import ImageRef, Phase  # noqa: E402
+from shiplift.routers import Routes  # noqa: E402
 from shiplift.routers.traefik import TraefikRouter  # noqa: E402
 from shiplift.targets.docker import DockerTarget  # noqa: E402
 from tests.support.load import Load, LoadResult  # noqa: E402
@@ -216,7 +217,7 @@ def main() -> None:
             target.wait_healthy(instance)
             instances[version] = instance
         backends = {v: i.backend_url for v, i in instances.items()}
-        router.set_routes(backends, {"v2": 100})
+        router.set_routes(Routes(backends, {"v2": 100}))
         first_seen: list[float] = []
         all_moved: list[float] = []
         returned: list[float] = []
@@ -226,7 +227,7 @@ def main() -> None:
             for n in range(args.changes):
                 new, old = ("v1", "v2") if n % 2 == 0 else ("v2", "v1")
                 t0 = time.time()
-                router.set_routes(backends, {new: 100})
+                router.set_routes(Routes(backends, {new: 100}))
                 returned.append(time.time() - t0)
                 marks.append((t0, new, old))
                 time.sleep(1.5)

@@ -20,7 +20,7 @@ from prefect.input import RunInput
 from flows.common import Context
 from shiplift.approvals import ANYONE, Decision, Outcome, outcome, refusal, refuse_auto_approve
 from shiplift.config import ApprovalConfig, EnvironmentConfig
-from shiplift.ledger import Deployment, now
+from shiplift.ledger import Deployment, EnvironmentUpdate, now
 from shiplift.model import ImageRef, Phase
 from shiplift.progress import announce, report
 
@@ -178,9 +178,13 @@ def await_decision(
         if a.accepted
     ]
     waited_since = dep.started_at if step == 0 else now()
-    ledger.advance(dep.id, waiting, step, f"waiting for {policy.min_approvals} approval(s)")
-    if not isinstance(env, str):
-        ledger.set_environment_phase(ctx.config.app, env.name, waiting)
+    ledger.advance(
+        dep.id,
+        waiting,
+        step,
+        f"waiting for {policy.min_approvals} approval(s)",
+        environment=None if isinstance(env, str) else EnvironmentUpdate(waiting),
+    )
     deadline = time.monotonic() + policy.timeout_seconds - max(0.0, (now() - waited_since).total_seconds())
     log = get_run_logger()
     gate = gate_of(ctx.config.app, name, dep, step)

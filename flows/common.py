@@ -31,12 +31,12 @@ class Context:
     def retried(self, task: T) -> T:
         """``task`` with the config's retry budget: exponential backoff with jitter."""
         retries = self.config.retries
+        if not retries.backoff_seconds:
+            return task.with_options(retries=retries.count, retry_delay_seconds=0)  # type: ignore[return-value]
         return task.with_options(  # type: ignore[return-value]
             retries=retries.count,
-            retry_delay_seconds=exponential_backoff(retries.backoff_seconds)
-            if retries.backoff_seconds
-            else 0,
-            retry_jitter_factor=retries.jitter if retries.backoff_seconds else None,
+            retry_delay_seconds=exponential_backoff(retries.backoff_seconds),
+            retry_jitter_factor=retries.jitter,
         )
 
 

@@ -1,17 +1,17 @@
-"""Promotion of one version into one environment.
+"""Promotion of one version into one environment, phase by phase, as the runbook reads.
 
-``canary``, ``ab`` and ``blue_green`` run the runbook of ``flows/progressive.py`` after steps 0
-and 1 below; ``replace`` (and rollbacks, whatever the strategy) runs this one, one persisted
-step at a time (the ledger's step index):
+1. **refuse**   — a version marked bad (unless forced), or a database whose last passed
+                  restore drill is too old;
+2. **claim**    — the deployment's ledger row: a new one, or the unfinished one a killed run
+                  left, which this run takes over (nothing to do when the version already serves);
+3. **approve**  — the environment's gate, before anything changes (decisions already recorded
+                  for the deployment count);
+4. **lock**     — one promotion per environment at a time; what a killed holder left is closed
+                  first (its traffic back on what the environment serves, its version removed);
+5. **back up**  — the databases whose ``backup_before`` names the environment;
+6. **run the steps** of the strategy (:mod:`shiplift.rollout`), from the ledger's step index.
 
-0. start    — start the new version by digest next to the old one (or adopt it after a crash)
-1. healthy  — probe its health path; a version that exits or never turns healthy is removed
-              and the old one keeps serving: it never takes traffic
-2. switch   — move 100% of the stable endpoint's traffic to it, verified by read-back
-3. stop old — drain, then stop every other version of the app in the environment
-
-A run killed at any point leaves the step index reached; running the same promotion again
-continues from there, adopting the container already started instead of starting another.
+A rollback (``flows/rollback.py``) reuses claim, lock and the steps, with ``replace``'s steps.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -34,23 +34,24 @@ from flows.common import (
     open_context,
     supersede_run,
 )
-from flows.progressive import Rollout, scale_down_later
+from flows.rollout import TaskPorts, scale_down_later
 from shiplift.approvals import Outcome, refuse_auto_approve
 from shiplift.config import EnvironmentConfig
-from shiplift.errors import ReleaseError, RouterError, ShipliftError
-from shiplift.ledger import Deployment
+from shiplift.errors import ReleaseError, ShipliftError
+from shiplift.ledger import Deployment, EnvironmentState, EnvironmentUpdate
 from shiplift.model import ImageRef, Phase, check_version
-from shiplift.progress import announce, report
-from shiplift.targets import Instance
-from tasks.deploy import (
-    list_instances,
-    prepare_environment,
-    start_version,
-    stop_others,
-    stop_version,
-    wait_healthy,
-)
-from tasks.traffic import get_routes, set_routes
+from shiplift.progress import announce
+from shiplift.rollout import Rollout, abandon
+from tasks.deploy import prepare_environment
+from tasks.traffic import get_routes
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A deployment this run carries out, and what its environment showed when the run began."""
+
+    dep: Deployment
+    before: EnvironmentState | None
 
 
 def deploy_version(
@@ -59,29 +60,57 @@ def deploy_version(
     version: str,
     image: ImageRef,
     *,
-    kind: str = "promote",
     author: str | None = None,
     auto_approve: bool = False,
     previous_level: str | None = None,
     force: bool = False,
 ) -> Deployment | None:
-    """Gate, lock, then run the strategy's runbook; ``None`` when ``version`` already serves.
+    """Promote ``version`` into ``env``; ``None`` when it already serves there."""
+    refuse(ctx, env, version, force)
+    claim = claim_deployment(ctx, env, version, image, kind="promote")
+    if claim is None:
+        return None
+    approve(ctx, env, claim, image, author=author, auto_approve=auto_approve, previous_level=previous_level)
+    with locked(ctx, env, claim) as dep:
+        back_up(ctx, env, dep)
+        rollout = Rollout(ctx.ledger, env, dep, image, TaskPorts(ctx, env))
+        final = rollout.run()
+    if rollout.stable is not None and env.strategy.kind == "blue_green":
+        scale_down_later(ctx, env, version)
+    return final
 
-    A version marked bad (a rollout's analysis failed) is refused unless ``force``.
+
+def refuse(ctx: Context, env: EnvironmentConfig, version: str, force: bool) -> None:
+    """Refuse a version marked bad (unless ``force``) and a promotion whose drills are too old."""
+    refuse_bad(ctx, version, force, "promote")
+    check_drill_age(ctx, env.name)
+
+
+def refuse_bad(ctx: Context, version: str, force: bool, action: str) -> None:
+    """Refuse ``version`` when a rollout's analysis marked it bad, unless ``force``."""
+    record = ctx.ledger.release(ctx.config.app, version)
+    if record is not None and record.bad and not force:
+        raise ReleaseError(
+            f"{version} is marked bad ({record.bad_reason}); pass --force to {action} it anyway"
+        )
+
+
+def claim_deployment(
+    ctx: Context, env: EnvironmentConfig, version: str, image: ImageRef, *, kind: str
+) -> Claim | None:
+    """The deployment of ``version`` to carry out: resumed, or new; ``None`` when it already serves.
+
+    ``kind`` is what the ledger records (promote or rollback).
     """
-    config, ledger, app = ctx.config, ctx.ledger, ctx.config.app
-    if kind == "promote":
-        refuse_bad(ctx, version, force, "promote")
-        check_drill_age(ctx, env.name)
+    ledger, app = ctx.ledger, ctx.config.app
     state = ledger.environment(app, env.name)
     dep = ledger.unfinished(app, env.name, version=version, digest=image.digest)
-    serving = dep is None and state is not None and (state.version, state.digest) == (version, image.digest)
-    if serving:
+    if dep is None and state is not None and (state.version, state.digest) == (version, image.digest):
         # the router follows the config (a changed port or host) even when nothing else changes
-        ctx.retried(prepare_environment)(config, env)
-    if serving and ctx.retried(get_routes)(config, env) == {version: 100}:
-        announce(f"{env.name}: {version} already serves {_endpoint(env)}")
-        return None
+        ctx.retried(prepare_environment)(ctx.config, env)
+        if ctx.retried(get_routes)(ctx.config, env) == {version: 100}:
+            announce(f"{env.name}: {version} already serves http://{env.host}:{env.port}")
+            return None
     if dep is None:
         dep = ledger.start_deployment(
             app=app,
@@ -94,237 +123,99 @@ def deploy_version(
             previous_digest=state.digest if state else None,
             run_id=ctx.run_id,
         )
-    else:
-        get_run_logger().info("%s: resuming %s at step %d", env.name, version, dep.step_index)
-        announce(f"{env.name}: resuming {version} at step {dep.step_index} from the ledger")
-        if dep.run_id and ctx.run_id and dep.run_id != ctx.run_id:
-            supersede_run(dep.run_id, ctx.run_id)
-            ledger.set_run(dep.id, ctx.run_id)
+        return Claim(dep, state)
+    get_run_logger().info("%s: resuming %s at step %d", env.name, version, dep.step_index)
+    announce(f"{env.name}: resuming {version} at step {dep.step_index} from the ledger")
+    if dep.run_id and ctx.run_id and dep.run_id != ctx.run_id:
+        supersede_run(dep.run_id, ctx.run_id)
+        ledger.set_run(dep.id, ctx.run_id)
+    return Claim(dep, state)
 
-    if env.approval is not None and kind == "promote" and dep.step_index == 0:
-        verdict, why = await_approval(
-            ctx, env, dep, image, author=author, auto_approve=auto_approve, previous_level=previous_level
+
+def approve(
+    ctx: Context,
+    env: EnvironmentConfig,
+    claim: Claim,
+    image: ImageRef,
+    *,
+    author: str | None,
+    auto_approve: bool,
+    previous_level: str | None,
+) -> None:
+    """Wait at ``env``'s gate (a deployment past step 0 passed it); raise when it is not approved."""
+    dep = claim.dep
+    if env.approval is None or dep.step_index > 0:
+        return
+    verdict, why = await_approval(
+        ctx, env, dep, image, author=author, auto_approve=auto_approve, previous_level=previous_level
+    )
+    if verdict is not Outcome.APPROVED:
+        served = claim.before is not None and claim.before.version
+        ctx.ledger.finish(
+            dep.id,
+            Phase.REJECTED,
+            why,
+            environment=EnvironmentUpdate(Phase.SUCCEEDED if served else Phase.PENDING),
         )
-        if verdict is not Outcome.APPROVED:
-            ledger.finish(dep.id, Phase.REJECTED, why)
-            ledger.set_environment_phase(
-                app, env.name, Phase.SUCCEEDED if state and state.version else Phase.PENDING
-            )
-            announce(f"{env.name}: {version} {why}")
-            raise ReleaseError(f"{env.name}: {version} {why}")
-        ledger.advance(dep.id, Phase.PROGRESSING, 0, why)
-        announce(f"{env.name}: {why}")
-
-    # One promotion per environment at a time, taken after approval: a second release for the
-    # same environment waits here for its turn, at most lock_timeout_seconds.
-    try:
-        return _locked(ctx, env, dep, version, image, kind)
-    except LockTimeout as exc:
-        ledger.finish(dep.id, Phase.FAILED, str(exc))
-        if state is not None and state.version:
-            ledger.set_environment_phase(app, env.name, Phase(state.phase))
-        raise
-
-
-def _locked(
-    ctx: Context, env: EnvironmentConfig, dep: Deployment, version: str, image: ImageRef, kind: str
-) -> Deployment:
-    """Under the environment lock: close what a killed run left, back up, run the strategy."""
-    ledger, app = ctx.ledger, ctx.config.app
-    with environment_lock(ctx, env):
-        ledger.advance(dep.id, Phase.PROGRESSING, dep.step_index, "environment lock taken")
-        state = ledger.environment(app, env.name)
-        for other in ledger.unfinished_all(app, env.name):
-            if other.id != dep.id and other.phase in (Phase.PROGRESSING, Phase.PROMOTING):
-                # it held this lock, so its run is gone: close it and remove what it started
-                _abandon(
-                    ctx, env, other, state.version if state else None, f"interrupted; superseded by {version}"
-                )
-        if dep.step_index == 0:
-            ledger.set_previous(dep.id, state.version if state else None, state.digest if state else None)
-            if kind == "promote":
-                try:
-                    backups_before(ctx, env.name, ledger.deployment(dep.id))
-                except ShipliftError as exc:
-                    _fail(ctx, env, dep, None, f"pre-release backup failed: {exc}")
-                    raise ReleaseError(f"{env.name}: pre-release backup failed: {exc}") from None
-        dep = ledger.deployment(dep.id)
-        stable = _stable(ctx, env, dep) if kind == "promote" and env.strategy.kind != "replace" else None
-        if stable is None:
-            if env.strategy.kind != "replace" and kind == "promote":
-                announce(
-                    f"{env.name}: no stable version to compare with: {version} takes all traffic at once"
-                )
-            # a rollout resumed after its stable version went: finish it as a replace from the switch
-            return _replace(ctx, env, replace(dep, step_index=min(dep.step_index, 2)), version, image, kind)
-        new = _start_healthy(ctx, env, dep, version, image)
-        final = Rollout(ctx, env, ledger.deployment(dep.id), new, stable, image).run()
-        announce(f"{env.name}: {version} serves {_endpoint(env)}")
-    if env.strategy.kind == "blue_green":
-        scale_down_later(ctx, env, new)
-    return final
-
-
-def refuse_bad(ctx: Context, version: str, force: bool, action: str) -> None:
-    """Refuse ``version`` when a rollout's analysis marked it bad, unless ``force``."""
-    record = ctx.ledger.release(ctx.config.app, version)
-    if record is not None and record.bad and not force:
-        raise ReleaseError(
-            f"{version} is marked bad ({record.bad_reason}); pass --force to {action} it anyway"
-        )
-
-
-def _stable(ctx: Context, env: EnvironmentConfig, dep: Deployment) -> Instance | None:
-    """The running instance of what the environment served when ``dep`` began, if any."""
-    if not dep.previous_version or not dep.previous_digest or dep.previous_version == dep.version:
-        return None
-    for other in ctx.retried(list_instances)(ctx.config, env):
-        if other.version == dep.previous_version and other.image.digest == dep.previous_digest:
-            return other
-    return None
-
-
-def _start_healthy(
-    ctx: Context, env: EnvironmentConfig, dep: Deployment, version: str, image: ImageRef
-) -> Instance:
-    """Steps 0 and 1: start (or adopt) the new version and wait until it is healthy."""
-    config, ledger = ctx.config, ctx.ledger
-    started: list[Instance] = []
-    with _failing(ctx, env, dep, started):
-        ctx.retried(prepare_environment)(config, env)
-        instance = ctx.retried(start_version)(config, env, version, image)
-        started.append(instance)
-        if dep.step_index < 1:
-            ledger.advance(dep.id, Phase.PROGRESSING, 1, f"started {instance.name}")
-        if dep.step_index < 2:
-            report(f"{env.name}: waiting for {version} to turn healthy")
-            wait_healthy.with_options(timeout_seconds=config.health.timeout_seconds + 60)(
-                config, env, instance
-            )
-            ledger.advance(dep.id, Phase.PROGRESSING, 2, "healthy")
-    return instance
+        announce(f"{env.name}: {dep.version} {why}")
+        raise ReleaseError(f"{env.name}: {dep.version} {why}")
+    ctx.ledger.advance(dep.id, Phase.PROGRESSING, 0, why, environment=EnvironmentUpdate(Phase.PROGRESSING))
+    announce(f"{env.name}: {why}")
 
 
 @contextmanager
-def _failing(
-    ctx: Context, env: EnvironmentConfig, dep: Deployment, started: list[Instance]
-) -> Iterator[None]:
-    """Any failure inside ends ``dep`` Failed and removes the version started (``started``)."""
-    try:
-        yield
-    except ShipliftError as exc:
-        _fail(ctx, env, dep, started[0] if started else None, str(exc))
-        raise
-    except Exception as exc:  # noqa: BLE001 - a failed step still leaves the environment as it was
-        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-        _fail(ctx, env, dep, started[0] if started else None, reason)
-        raise
+def locked(ctx: Context, env: EnvironmentConfig, claim: Claim) -> Iterator[Deployment]:
+    """Hold the environment lock; close what a killed holder left; yield the deployment as it is now.
 
-
-def _replace(
-    ctx: Context, env: EnvironmentConfig, dep: Deployment, version: str, image: ImageRef, kind: str
-) -> Deployment:
-    """The replace runbook from the deployment's persisted step."""
-    config, ledger, app = ctx.config, ctx.ledger, ctx.config.app
-    step = dep.step_index
-    started = time.monotonic()
-    instance = _start_healthy(ctx, env, dep, version, image)
-    with _failing(ctx, env, dep, [instance]):
-        if step < 3:
-            _switch(ctx, env, dep, instance)
-            ledger.set_environment(
-                app,
-                env.name,
-                version=version,
-                digest=image.digest,
-                weights={version: 100},
-                phase=Phase.PROMOTING,
-            )
-            ledger.advance(dep.id, Phase.PROMOTING, 3, f"traffic switched to {version}")
-        time.sleep(env.drain_seconds)
-        ctx.retried(stop_others)(config, env, instance.name)
-        ledger.advance(dep.id, Phase.PROMOTING, 4, "previous versions stopped")
-    if kind == "rollback" and dep.previous_version and dep.previous_version != version:
-        ledger.mark_rolled_back(app, env.name, dep.previous_version, f"rolled back to {version}")
-    final = ledger.finish(dep.id, Phase.SUCCEEDED)
-    ledger.set_environment(
-        app, env.name, version=version, digest=image.digest, weights={version: 100}, phase=Phase.SUCCEEDED
-    )
-    announce(f"{env.name}: {version} serves {_endpoint(env)} ({time.monotonic() - started:.1f}s)")
-    return final
-
-
-def _switch(ctx: Context, env: EnvironmentConfig, dep: Deployment, instance: Instance) -> None:
-    try:
-        ctx.retried(set_routes)(
-            ctx.config, env, {instance.version: instance.backend_url}, {instance.version: 100}
-        )
-    except Exception:
-        # Put the previous routes back before the new version is removed, so that nothing
-        # is routed to a container that is about to go.
-        _restore_previous_routes(ctx, env, dep)
-        raise
-
-
-def _restore_previous_routes(ctx: Context, env: EnvironmentConfig, dep: Deployment) -> None:
-    if not dep.previous_version:
-        return
-    for other in ctx.retried(list_instances)(ctx.config, env):
-        if other.version == dep.previous_version:
-            try:
-                set_routes(ctx.config, env, {other.version: other.backend_url}, {other.version: 100})
-            except RouterError:
-                get_run_logger().error("%s: could not restore the routes to %s", env.name, other.version)
-            return
-
-
-def _fail(
-    ctx: Context, env: EnvironmentConfig, dep: Deployment, instance: Instance | None, reason: str
-) -> None:
-    """Leave the environment as it was: the new version gone, the old one serving."""
-    serving = ctx.ledger.environment(ctx.config.app, env.name)
-    if instance is not None and not (serving and serving.version == instance.version):
-        try:
-            stop_version(ctx.config, env, instance.name)
-        except Exception:  # noqa: BLE001 - report the original failure, not the clean-up's
-            get_run_logger().error("%s: could not remove %s", env.name, instance.name)
-    ctx.ledger.finish(dep.id, Phase.FAILED, reason)
-    if serving is not None:
-        ctx.ledger.set_environment(
-            ctx.config.app,
-            env.name,
-            version=serving.version,
-            digest=serving.digest,
-            weights=serving.weights,
-            phase=Phase.SUCCEEDED if serving.version else Phase.FAILED,
-        )
-    announce(f"{env.name}: {dep.version} failed: {reason}")
-
-
-def _abandon(
-    ctx: Context,
-    env: EnvironmentConfig,
-    dep: Deployment,
-    serving: str | None,
-    reason: str,
-    phase: Phase = Phase.FAILED,
-) -> None:
-    """Close an unfinished deployment of another version left by a killed run.
-
-    Traffic it had moved to its version goes back to the version the environment serves
-    first; then its version is removed.
+    Taken after approval: a second release for the same environment waits here for its turn,
+    at most ``lock_timeout_seconds``; then this deployment fails and nothing was changed.
     """
-    if dep.version != serving:
-        instances = ctx.retried(list_instances)(ctx.config, env)
-        stable = next((i for i in instances if i.version == serving), None)
-        if stable is not None and (dep.weights or {}).get(dep.version, 0) > 0:
-            routes = {stable.version: stable.backend_url}
-            ctx.retried(set_routes)(ctx.config, env, routes, {stable.version: 100})
-            time.sleep(env.drain_seconds)
-        for other in instances:
-            if other.version == dep.version and other.image.digest == dep.digest:
-                ctx.retried(stop_version)(ctx.config, env, other.name)
-    ctx.ledger.finish(dep.id, phase, reason)
+    ledger, app, dep = ctx.ledger, ctx.config.app, claim.dep
+    try:
+        with environment_lock(ctx, env):
+            ledger.advance(dep.id, Phase.PROGRESSING, dep.step_index, "environment lock taken")
+            state = ledger.environment(app, env.name)
+            for other in ledger.unfinished_all(app, env.name):
+                if other.id != dep.id and other.phase in (Phase.PROGRESSING, Phase.PROMOTING):
+                    # it held this lock, so its run is gone: close it and remove what it started
+                    abandon(
+                        ledger,
+                        env,
+                        other,
+                        TaskPorts(ctx, env),
+                        serving=state.version if state else None,
+                        reason=f"interrupted; superseded by {dep.version}",
+                    )
+            if dep.step_index == 0:
+                ledger.set_previous(dep.id, state.version if state else None, state.digest if state else None)
+            yield ledger.deployment(dep.id)
+    except LockTimeout as exc:
+        before = claim.before
+        ledger.finish(
+            dep.id,
+            Phase.FAILED,
+            str(exc),
+            environment=EnvironmentUpdate(before.phase if before is not None else Phase.PENDING),
+        )
+        raise
+
+
+def back_up(ctx: Context, env: EnvironmentConfig, dep: Deployment) -> None:
+    """Back up the databases whose ``backup_before`` names ``env`` (once per deployment)."""
+    if dep.step_index > 0:
+        return
+    try:
+        backups_before(ctx, env.name, dep)
+    except ShipliftError as exc:
+        served = ctx.ledger.environment(ctx.config.app, env.name)
+        ctx.ledger.finish(
+            dep.id,
+            Phase.FAILED,
+            f"pre-release backup failed: {exc}",
+            environment=EnvironmentUpdate(Phase.SUCCEEDED) if served and served.version else None,
+        )
+        announce(f"{env.name}: {dep.version} failed: pre-release backup failed: {exc}")
+        raise ReleaseError(f"{env.name}: pre-release backup failed: {exc}") from None
 
 
 ABORT_ANSWER_SECONDS = 60.0
@@ -366,36 +257,33 @@ def abort_waiting(ctx: Context, env: EnvironmentConfig, *, by: str) -> list[str]
         while not Phase(ledger.deployment(dep.id).phase).finished and time.monotonic() < deadline:
             time.sleep(0.2)
         if not Phase(ledger.deployment(dep.id).phase).finished:
-            # a dead holder's lease lapses within LOCK_LEASE_SECONDS; a live one would have answered
-            with environment_lock(ctx, env, timeout_seconds=LOCK_LEASE_SECONDS + ABORT_ANSWER_SECONDS):
-                left = ledger.deployment(dep.id)
-                if not Phase(left.phase).finished:
-                    state = ledger.environment(app, env.name)
-                    _abandon(
-                        ctx,
-                        env,
-                        left,
-                        state.version if state else None,
-                        f"aborted by {by}; its run did not answer",
-                        Phase.ABORTED,
-                    )
-                    if left.run_id and ctx.run_id:
-                        supersede_run(left.run_id, ctx.run_id)
-                    if state is not None and state.version:
-                        ledger.set_environment(
-                            app,
-                            env.name,
-                            version=state.version,
-                            digest=state.digest,
-                            weights={state.version: 100},
-                            phase=Phase.ABORTED,
-                        )
+            _take_over_abort(ctx, env, dep, by)
         aborted.append(dep.version)
     return aborted
 
 
-def _endpoint(env: EnvironmentConfig) -> str:
-    return f"http://{env.host}:{env.port}"
+def _take_over_abort(ctx: Context, env: EnvironmentConfig, dep: Deployment, by: str) -> None:
+    """Abort a rollout whose run did not answer, under the lock once its lease has lapsed."""
+    ledger, app = ctx.ledger, ctx.config.app
+    # a dead holder's lease lapses within LOCK_LEASE_SECONDS; a live one would have answered
+    with environment_lock(ctx, env, timeout_seconds=LOCK_LEASE_SECONDS + ABORT_ANSWER_SECONDS):
+        left = ledger.deployment(dep.id)
+        if Phase(left.phase).finished:
+            return
+        state = ledger.environment(app, env.name)
+        serving = state.version if state else None
+        abandon(
+            ledger,
+            env,
+            left,
+            TaskPorts(ctx, env),
+            serving=serving,
+            reason=f"aborted by {by}; its run did not answer",
+            phase=Phase.ABORTED,
+            environment=EnvironmentUpdate(Phase.ABORTED, None, {serving: 100}) if serving else None,
+        )
+        if left.run_id and ctx.run_id:
+            supersede_run(left.run_id, ctx.run_id)
 
 
 def release_image(ctx: Context, version: str) -> ImageRef:

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import open_context
-from flows.promote import abort_waiting, deploy_version, refuse_bad
+from flows.common import Context, open_context
+from flows.promote import abort_waiting, claim_deployment, locked, refuse_bad
+from flows.rollout import TaskPorts
+from shiplift.config import EnvironmentConfig
 from shiplift.errors import InputError, ReleaseError
 from shiplift.model import ImageRef, check_version
+from shiplift.rollout import Rollout
 
 
 @flow(name="rollback", flow_run_name="rollback-{env}", log_prints=True)
@@ -57,5 +60,17 @@ def rollback(
     assert served is not None  # checked above, or previous_good found it
     record = ctx.ledger.release(app, to)
     image = ImageRef(record.repository if record else ctx.config.image.repository, served.digest)
-    deploy_version(ctx, environment, to, image, kind="rollback")
+    switch_back(ctx, environment, to, image)
     return {**result, "version": to, "digest": image.digest, "aborted": ", ".join(aborted)}
+
+
+def switch_back(ctx: Context, env: EnvironmentConfig, version: str, image: ImageRef) -> None:
+    """Claim, lock, then ``replace``'s steps (no gate, no analysis); mark what it replaced rolled back."""
+    claim = claim_deployment(ctx, env, version, image, kind="rollback")
+    if claim is None:
+        return
+    with locked(ctx, env, claim) as dep:
+        Rollout(ctx.ledger, env, dep, image, TaskPorts(ctx, env), progressive=False).run()
+        replaced = ctx.ledger.deployment(dep.id).previous_version
+        if replaced and replaced != version:
+            ctx.ledger.mark_rolled_back(ctx.config.app, env.name, replaced, f"rolled back to {version}")

@@ -8,7 +8,6 @@ from shiplift.config import Config
 from shiplift.errors import ShipliftError
 from shiplift.ledger import ledger_url, open_ledger
 from shiplift.routers import router_for
-from shiplift.targets import target_for
 
 
 def environment_status(config: Config, *, live: bool = True) -> dict[str, Any]:
@@ -20,7 +19,7 @@ def environment_status(config: Config, *, live: bool = True) -> dict[str, Any]:
         weights = dict(state.weights) if state else {}
         if live and state is not None:
             try:
-                read = router_for(config, env, target_for(config, env)).get_routes()
+                read = router_for(config, env).get_routes()
             except ShipliftError:
                 read = None
             if read is not None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import Task
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
+from prefect.client.schemas.objects import State, TaskRun
 
 from shiplift.errors import BuildError, ConfigError, ReleaseError, UnhealthyError
 

@@ -24,7 +24,7 @@ def measure(
         Measurement(requests=212.0, failed=0.0, p95_ms=4.1)
     """
     target = target_for(config, env)
-    router = router_for(config, env, target)
+    router = router_for(config, env)
     source = provider_for(
         provider,
         router_api=router.metrics_url(),

@@ -21,7 +21,7 @@ def prepare_environment(config: Config, env: EnvironmentConfig) -> None:
     """
     target = target_for(config, env)
     target.prepare()
-    router_for(config, env, target).reconcile()
+    router_for(config, env).reconcile()
 
 
 @task(name="start-version", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=600)

@@ -7,31 +7,21 @@ from prefect.cache_policies import NO_CACHE
 
 from shiplift.config import Config, EnvironmentConfig
 from shiplift.model import Weights
-from shiplift.routers import HeaderRoute, router_for
-from shiplift.targets import target_for
+from shiplift.routers import Routes, router_for
 from tasks import is_transient
 
 
 @task(name="set-routes", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=120)
-def set_routes(
-    config: Config,
-    env: EnvironmentConfig,
-    backends: dict[str, str],
-    weights: Weights,
-    route: HeaderRoute | None = None,
-    sticky: bool = False,
-    preview: str | None = None,
-) -> None:
-    """Set the traffic weights (and an A/B route or a preview) and wait until they are in force.
+def set_routes(config: Config, env: EnvironmentConfig, routes: Routes) -> None:
+    """Put ``routes`` (weights, and an A/B route or a preview) in force and wait until they are.
 
     Example:
-        >>> set_routes(config, env, {"v2": "http://…:8000"}, {"v2": 100})  # doctest: +SKIP
+        >>> set_routes(config, env, Routes({"v2": "http://…:8000"}, {"v2": 100}))  # doctest: +SKIP
     """
-    router_for(config, env, target_for(config, env)).set_routes(
-        backends, weights, route=route, sticky=sticky, preview=preview
-    )
+    router_for(config, env).set_routes(routes)
+    route, preview = routes.header_route, routes.preview
     extra = f" (A/B route to {route.version})" if route else f" (preview: {preview})" if preview else ""
-    get_run_logger().info("%s: weights now %s%s", env.name, weights, extra)
+    get_run_logger().info("%s: weights now %s%s", env.name, routes.weights, extra)
 
 
 @task(name="get-routes", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=60)
@@ -42,4 +32,4 @@ def get_routes(config: Config, env: EnvironmentConfig) -> Weights | None:
         >>> get_routes(config, env)  # doctest: +SKIP
         {'v2': 100}
     """
-    return router_for(config, env, target_for(config, env)).get_routes()
+    return router_for(config, env).get_routes()

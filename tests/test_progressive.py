@@ -249,7 +249,7 @@ def test_blue_green_switches_without_loss_and_rolls_back_in_the_window(project: 
     back = last(ledger, project.app)
     assert (back.kind, back.version, back.phase) == ("rollback", "v1", Phase.SUCCEEDED)
     began = event_time(ledger, back, "environment lock taken")
-    in_force = event_time(ledger, back, "traffic switched to v1")
+    in_force = event_time(ledger, back, "all traffic on v1")
     # nothing is started: the switch-back follows the lock at once (bench/traffic.py measures
     # it tightly; on a busy machine a test needs a wide margin)
     assert in_force - began < 5.0, f"switched back in {in_force - began:.2f}s"

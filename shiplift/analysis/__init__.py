@@ -54,7 +54,7 @@ def provider_for(
     address on this host (the HTTP check), ``labels`` what a Prometheus query may name:
     ``{app}``, ``{env}``, ``{version}`` and ``{interval}``.
     """
-    from shiplift.errors import AnalysisError
+    from shiplift.errors import AnalysisError, ConfigError
 
     if config.kind == "traefik":
         from shiplift.analysis.traefik import TraefikProvider
@@ -66,8 +66,10 @@ def provider_for(
         from shiplift.analysis.prometheus import PrometheusProvider
 
         return PrometheusProvider(config, labels)
-    from shiplift.analysis.http import HttpProvider
+    if config.kind == "http":
+        from shiplift.analysis.http import HttpProvider
 
-    if version_url is None:
-        raise AnalysisError("the http provider needs the version's address, and the target gives none")
-    return HttpProvider(version_url, config)
+        if version_url is None:
+            raise AnalysisError("the http provider needs the version's address, and the target gives none")
+        return HttpProvider(version_url, config)
+    raise ConfigError(f"unknown analysis provider kind {config.kind!r} (known: traefik, prometheus, http)")

@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shiplift.errors import LedgerError
+from shiplift.ledger.records import (
+    ApprovalRecord,
+    BackupRecord,
+    Deployment,
+    DrillRecord,
+    EnvironmentState,
+    EnvironmentUpdate,
+    ReleaseRecord,
+    approval_of,
+    aware,
+    backup_of,
+    deployment_of,
+    drill_of,
+    now,
+)
 from shiplift.ledger.tables import (
     ApprovalRow,
     BackupRow,
@@ -28,93 +42,23 @@ from shiplift.ledger.tables import (
     EventRow,
     ReleaseRow,
 )
-from shiplift.model import Phase
+from shiplift.model import Phase, Weights
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 __all__ = [
     "ApprovalRecord",
+    "BackupRecord",
     "Deployment",
+    "DrillRecord",
+    "EnvironmentUpdate",
     "Ledger",
     "ReleaseRecord",
     "EnvironmentState",
     "ledger_url",
+    "now",
     "open_ledger",
 ]
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-@dataclass(frozen=True)
-class ReleaseRecord:
-    app: str
-    version: str
-    repository: str
-    digest: str
-    git_sha: str | None
-    author: str | None
-    created_at: datetime
-    bad: bool
-    bad_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class Deployment:
-    id: int
-    app: str
-    environment: str
-    version: str
-    digest: str
-    kind: str
-    strategy: str
-    phase: Phase
-    step_index: int
-    previous_version: str | None
-    previous_digest: str | None
-    run_id: str | None
-    reason: str | None
-    started_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-    weights: dict[str, int] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        for key in ("started_at", "updated_at", "finished_at"):
-            out[key] = out[key].isoformat() if out[key] else None
-        out["phase"] = str(self.phase)
-        return out
-
-
-@dataclass(frozen=True)
-class ApprovalRecord:
-    deployment_id: int
-    approver: str
-    approved: bool
-    comment: str
-    accepted: bool
-    reason: str | None
-    at: datetime
-    step_index: int = 0
-
-
-@dataclass(frozen=True)
-class EnvironmentState:
-    app: str
-    environment: str
-    version: str | None
-    digest: str | None
-    weights: dict[str, int]
-    phase: Phase
-    updated_at: datetime
 
 
 def ledger_url(base_dir: str | Path, configured: str | None = None) -> str:
@@ -182,28 +126,6 @@ def open_ledger(url: str) -> Ledger:
     except SQLAlchemyError as exc:
         raise LedgerError(f"cannot open the ledger at {_safe_url(url)}: {type(exc).__name__}") from None
     return Ledger(engine)
-
-
-def _deployment(row: DeploymentRow) -> Deployment:
-    return Deployment(
-        id=row.id,
-        app=row.app,
-        environment=row.environment,
-        version=row.version,
-        digest=row.digest,
-        kind=row.kind,
-        strategy=row.strategy,
-        phase=Phase(row.phase),
-        step_index=row.step_index,
-        previous_version=row.previous_version,
-        previous_digest=row.previous_digest,
-        run_id=row.run_id,
-        reason=row.reason,
-        started_at=_aware(row.started_at) or now(),
-        updated_at=_aware(row.updated_at) or now(),
-        finished_at=_aware(row.finished_at),
-        weights=dict(row.weights) if row.weights is not None else None,
-    )
 
 
 class Ledger:
@@ -277,7 +199,7 @@ class Ledger:
             digest=row.digest,
             git_sha=row.git_sha,
             author=row.author,
-            created_at=_aware(row.created_at) or now(),
+            created_at=aware(row.created_at) or now(),
             bad=row.bad,
             bad_reason=row.bad_reason,
         )
@@ -326,8 +248,8 @@ class Ledger:
             )
             s.add(row)
             s.flush()
-            s.add(EventRow(deployment_id=row.id, at=at, phase=row.phase, step_index=0, message="started"))
-            return _deployment(row)
+            _event(s, row, "started", at)
+            return deployment_of(row)
 
     def unfinished(
         self, app: str, environment: str, *, version: str | None = None, digest: str | None = None
@@ -352,7 +274,7 @@ class Ledger:
                 )
                 .order_by(DeploymentRow.id.desc())
             )
-            return [_deployment(r) for r in rows]
+            return [deployment_of(r) for r in rows]
 
     def set_run(self, deployment_id: int, run_id: str) -> None:
         """A new flow run took the deployment over."""
@@ -372,44 +294,52 @@ class Ledger:
         phase: Phase,
         step_index: int,
         message: str,
-        weights: dict[str, int] | None = None,
-    ) -> None:
-        """Persist the phase and step index a deployment has reached (and the weights in force)."""
-        at = now()
+        weights: Weights | None = None,
+        *,
+        environment: EnvironmentUpdate | None = None,
+    ) -> Deployment:
+        """The one transition of a running deployment, in one transaction.
+
+        Persists the phase and the step index reached (and the weights in force), logs the event,
+        and applies ``environment`` to the environment's row.
+        """
         with self._session() as s:
             row = s.get_one(DeploymentRow, deployment_id)
-            row.phase, row.step_index, row.updated_at = str(phase), step_index, at
+            row.step_index = step_index
             if weights is not None:
                 row.weights = dict(weights)
-            s.add(
-                EventRow(
-                    deployment_id=deployment_id,
-                    at=at,
-                    phase=str(phase),
-                    step_index=step_index,
-                    message=message,
-                )
-            )
+            return self._transition(s, row, phase, message, environment)
 
-    def finish(self, deployment_id: int, phase: Phase, reason: str | None = None) -> Deployment:
-        at = now()
+    def finish(
+        self,
+        deployment_id: int,
+        phase: Phase,
+        reason: str | None = None,
+        *,
+        environment: EnvironmentUpdate | None = None,
+    ) -> Deployment:
+        """The last transition: ``phase`` is final; ``reason`` says why (logged as the event)."""
+        assert phase.finished, phase
         with self._session() as s:
             row = s.get_one(DeploymentRow, deployment_id)
-            row.phase, row.reason, row.updated_at, row.finished_at = str(phase), reason, at, at
-            s.add(
-                EventRow(
-                    deployment_id=deployment_id,
-                    at=at,
-                    phase=str(phase),
-                    step_index=row.step_index,
-                    message=reason or str(phase),
-                )
-            )
-            return _deployment(row)
+            row.reason = reason
+            row.finished_at = now()
+            return self._transition(s, row, phase, reason or str(phase), environment)
+
+    @staticmethod
+    def _transition(
+        s: Session, row: DeploymentRow, phase: Phase, message: str, environment: EnvironmentUpdate | None
+    ) -> Deployment:
+        at = row.finished_at or now()
+        row.phase, row.updated_at = str(phase), at
+        _event(s, row, message, at)
+        if environment is not None:
+            _update_environment(s, row.app, row.environment, environment, at)
+        return deployment_of(row)
 
     def deployment(self, deployment_id: int) -> Deployment:
         with self._session() as s:
-            return _deployment(s.get_one(DeploymentRow, deployment_id))
+            return deployment_of(s.get_one(DeploymentRow, deployment_id))
 
     def history(self, app: str, environment: str | None = None, limit: int = 100) -> list[Deployment]:
         with self._session() as s:
@@ -417,14 +347,14 @@ class Ledger:
             if environment:
                 query = query.where(DeploymentRow.environment == environment)
             rows = s.scalars(query.order_by(DeploymentRow.id.desc()).limit(limit))
-            return [_deployment(r) for r in rows]
+            return [deployment_of(r) for r in rows]
 
     def events(self, deployment_id: int) -> list[tuple[datetime, str, int, str]]:
         with self._session() as s:
             rows = s.scalars(
                 select(EventRow).where(EventRow.deployment_id == deployment_id).order_by(EventRow.id)
             )
-            return [(_aware(r.at) or now(), r.phase, r.step_index, r.message) for r in rows]
+            return [(aware(r.at) or now(), r.phase, r.step_index, r.message) for r in rows]
 
     def previous_good(self, app: str, environment: str, current_version: str | None) -> Deployment | None:
         """The newest succeeded deployment in ``environment`` of a version other than the current."""
@@ -437,7 +367,7 @@ class Ledger:
             if current_version is not None:
                 query = query.where(DeploymentRow.version != current_version)
             row = s.scalar(query.order_by(DeploymentRow.id.desc()))
-            return _deployment(row) if row else None
+            return deployment_of(row) if row else None
 
     def served(self, app: str, environment: str, version: str) -> Deployment | None:
         """The newest deployment of ``version`` that completed in ``environment`` (served it fully).
@@ -455,41 +385,9 @@ class Ledger:
                 )
                 .order_by(DeploymentRow.id.desc())
             )
-            return _deployment(row) if row else None
+            return deployment_of(row) if row else None
 
     # environments ---------------------------------------------------------------------------
-
-    def set_environment(
-        self,
-        app: str,
-        environment: str,
-        *,
-        version: str | None,
-        digest: str | None,
-        weights: dict[str, int],
-        phase: Phase,
-    ) -> None:
-        with self._session() as s:
-            row = s.get(EnvironmentRow, (app, environment))
-            if row is None:
-                row = EnvironmentRow(app=app, environment=environment)
-                s.add(row)
-            row.version, row.digest, row.weights, row.phase, row.updated_at = (
-                version,
-                digest,
-                dict(weights),
-                str(phase),
-                now(),
-            )
-
-    def set_environment_phase(self, app: str, environment: str, phase: Phase) -> None:
-        """Change only the phase of what ``environment`` shows (it keeps serving its version)."""
-        with self._session() as s:
-            row = s.get(EnvironmentRow, (app, environment))
-            if row is None:
-                row = EnvironmentRow(app=app, environment=environment, version=None, digest=None, weights={})
-                s.add(row)
-            row.phase, row.updated_at = str(phase), now()
 
     def environment(self, app: str, environment: str) -> EnvironmentState | None:
         with self._session() as s:
@@ -503,7 +401,7 @@ class Ledger:
                 digest=row.digest,
                 weights=dict(row.weights or {}),
                 phase=Phase(row.phase),
-                updated_at=_aware(row.updated_at) or now(),
+                updated_at=aware(row.updated_at) or now(),
             )
 
     def mark_rolled_back(self, app: str, environment: str, version: str, reason: str) -> None:
@@ -521,15 +419,7 @@ class Ledger:
             )
             if row is not None:
                 row.phase, row.updated_at = str(Phase.ROLLED_BACK), now()
-                s.add(
-                    EventRow(
-                        deployment_id=row.id,
-                        at=now(),
-                        phase=row.phase,
-                        step_index=row.step_index,
-                        message=reason,
-                    )
-                )
+                _event(s, row, reason, row.updated_at)
 
     # approvals ------------------------------------------------------------------------------
 
@@ -558,7 +448,7 @@ class Ledger:
             )
             s.add(row)
             s.flush()
-            return _approval(row)
+            return approval_of(row)
 
     def approvals(self, deployment_id: int, step_index: int | None = None) -> list[ApprovalRecord]:
         """The decisions on a deployment, in order; only those of one step when given."""
@@ -566,7 +456,7 @@ class Ledger:
             query = select(ApprovalRow).where(ApprovalRow.deployment_id == deployment_id)
             if step_index is not None:
                 query = query.where(ApprovalRow.step_index == step_index)
-            return [_approval(r) for r in s.scalars(query.order_by(ApprovalRow.id))]
+            return [approval_of(r) for r in s.scalars(query.order_by(ApprovalRow.id))]
 
     # backups and drills ---------------------------------------------------------------------
 
@@ -582,7 +472,7 @@ class Ledger:
             query = select(BackupRow).where(BackupRow.app == app, BackupRow.database == database)
             if not include_deleted:
                 query = query.where(BackupRow.deleted_at.is_(None))
-            return [_backup(r) for r in s.scalars(query.order_by(BackupRow.id))]
+            return [backup_of(r) for r in s.scalars(query.order_by(BackupRow.id))]
 
     def backup_for_deployment(self, deployment_id: int, database: str) -> BackupRecord | None:
         """The backup of ``database`` taken for ``deployment_id``, if any."""
@@ -592,7 +482,7 @@ class Ledger:
                     BackupRow.deployment_id == deployment_id, BackupRow.database == database
                 )
             )
-            return _backup(row) if row else None
+            return backup_of(row) if row else None
 
     def mark_backup_deleted(self, backup_id: str) -> None:
         with self._session() as s:
@@ -628,13 +518,13 @@ class Ledger:
             )
             s.add(row)
             s.flush()
-            return _drill(row)
+            return drill_of(row)
 
     def drills(self, app: str, database: str) -> list[DrillRecord]:
         """The drills of ``database``, newest first."""
         with self._session() as s:
             query = select(DrillRow).where(DrillRow.app == app, DrillRow.database == database)
-            return [_drill(r) for r in s.scalars(query.order_by(DrillRow.id.desc()))]
+            return [drill_of(r) for r in s.scalars(query.order_by(DrillRow.id.desc()))]
 
     def last_passed_drill(self, app: str, database: str) -> DrillRecord | None:
         return next((d for d in self.drills(app, database) if d.passed), None)
@@ -645,66 +535,23 @@ class Ledger:
             rows = s.scalars(
                 select(DeploymentRow).where(DeploymentRow.run_id == run_id).order_by(DeploymentRow.id)
             )
-            return [_deployment(r) for r in rows]
+            return [deployment_of(r) for r in rows]
 
 
-@dataclass(frozen=True)
-class BackupRecord:
-    id: str
-    app: str
-    database: str
-    store: str
-    object: str
-    engine: str
-    started_at: datetime
-    finished_at: datetime
-    size_stored: int
-    sha256: str
-    key_id: str
-    reason: str
-    release_version: str | None
-    release_digest: str | None
-    deployment_id: int | None
-    deleted_at: datetime | None
+def _event(s: Session, row: DeploymentRow, message: str, at: datetime) -> None:
+    """Log the deployment's phase and step as they are now, with ``message``."""
+    s.add(EventRow(deployment_id=row.id, at=at, phase=row.phase, step_index=row.step_index, message=message))
 
 
-@dataclass(frozen=True)
-class DrillRecord:
-    id: int
-    app: str
-    database: str
-    backup_id: str
-    started_at: datetime
-    finished_at: datetime
-    passed: bool
-    reason: str
-    restore_seconds: float | None
-    rows: int | None
-    run_id: str | None
-
-
-def _backup(row: BackupRow) -> BackupRecord:
-    values = {k: getattr(row, k) for k in BackupRecord.__dataclass_fields__}
-    for key in ("started_at", "finished_at", "deleted_at"):
-        values[key] = _aware(values[key])
-    return BackupRecord(**values)
-
-
-def _drill(row: DrillRow) -> DrillRecord:
-    values = {k: getattr(row, k) for k in DrillRecord.__dataclass_fields__}
-    for key in ("started_at", "finished_at"):
-        values[key] = _aware(values[key])
-    return DrillRecord(**values)
-
-
-def _approval(row: ApprovalRow) -> ApprovalRecord:
-    return ApprovalRecord(
-        deployment_id=row.deployment_id,
-        approver=row.approver,
-        approved=row.approved,
-        comment=row.comment,
-        accepted=row.accepted,
-        reason=row.reason,
-        at=_aware(row.at) or now(),
-        step_index=row.step_index or 0,
-    )
+def _update_environment(
+    s: Session, app: str, environment: str, update: EnvironmentUpdate, at: datetime
+) -> None:
+    row = s.get(EnvironmentRow, (app, environment))
+    if row is None:
+        row = EnvironmentRow(app=app, environment=environment, version=None, digest=None, weights={})
+        s.add(row)
+    if update.serving is not None:
+        row.version, row.digest = update.serving
+    if update.weights is not None:
+        row.weights = {k: v for k, v in update.weights.items() if v > 0}
+    row.phase, row.updated_at = str(update.phase), at

@@ -1,21 +1,39 @@
 """Traffic routers: the one plug point that moves requests between versions.
 
 A router serves an environment's stable endpoint and splits its traffic by weight between
-backends (one per version). ``set_routes`` returns only once the router has the new weights
-in force; ``get_routes`` reads back what is in force, or ``None`` when nothing was set yet.
+backends (one per version). ``set_routes`` takes one :class:`Routes` — the weights, and the
+optional extras a strategy asks for — and returns only once the router has all of it in force;
+``get_routes`` reads back the weights in force, or ``None`` when nothing was set yet.
+
+The extras are optional capabilities: a router lists the ones it has in ``capabilities``, and
+a strategy that needs one the environment's router lacks is refused before anything starts
+(:func:`shiplift.rollout.check_router`). They travel in the same call as the weights on purpose: an A/B
+route, a preview and the weights change together, in one write, so no request ever sees a
+route to a version that has no backend yet.
+
+Routers are picked by their kind (:data:`ROUTERS`); an environment's router kind follows from
+its target kind (:data:`ROUTER_OF_TARGET`). A factory is given the config and the environment,
+never a target object.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from shiplift.errors import ConfigError
+from shiplift.errors import ConfigError, RouterError
 from shiplift.model import Weights
 
 if TYPE_CHECKING:
     from shiplift.config import Config, EnvironmentConfig
-    from shiplift.targets import DeployTarget
+
+HEADER_ROUTE = "header_route"
+"""Capability: requests matching a header or a cookie go to one version (A/B)."""
+PREVIEW = "preview"
+"""Capability: one version alone on the environment's preview port (blue/green)."""
+STICKY = "sticky"
+"""Capability: a client keeps the version it got first (a cookie)."""
 
 
 @dataclass(frozen=True)
@@ -36,24 +54,53 @@ class HeaderRoute:
                 raise ValueError(f"an A/B route's header, cookie and value are printable ASCII: {part!r}")
 
 
+@dataclass(frozen=True)
+class Routes:
+    """What a router puts in force: ``weights[label]`` percent of requests to ``backends[label]``.
+
+    ``header_route`` sends the requests it matches to its version whatever the weights (A/B);
+    ``sticky`` keeps a client on the version it got first; ``preview`` serves that version
+    alone on the environment's preview port (blue/green).
+    """
+
+    backends: Mapping[str, str]
+    weights: Weights
+    header_route: HeaderRoute | None = None
+    sticky: bool = False
+    preview: str | None = None
+    needs: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        needs = {HEADER_ROUTE} if self.header_route else set()
+        needs |= {PREVIEW} if self.preview else set()
+        needs |= {STICKY} if self.sticky else set()
+        object.__setattr__(self, "needs", frozenset(needs))
+
+    def check(self, capabilities: frozenset[str]) -> None:
+        """Raise :class:`RouterError` unless these routes are whole and the router can serve them."""
+        missing_capability = self.needs - capabilities
+        if missing_capability:
+            raise RouterError(f"this router cannot serve {', '.join(sorted(missing_capability))}")
+        if self.preview is not None and self.preview not in self.backends:
+            raise RouterError(f"no backend for the preview of {self.preview}")
+        if self.header_route is not None and self.header_route.version not in self.backends:
+            raise RouterError(f"no backend for the A/B route's version {self.header_route.version}")
+        if sum(self.weights.values()) != 100 or any(w < 0 for w in self.weights.values()):
+            raise RouterError(f"weights must be non-negative and sum to 100, got {self.weights}")
+        missing = set(self.weights) - set(self.backends)
+        if missing:
+            raise RouterError(f"no backend for {', '.join(sorted(missing))}")
+
+
 class TrafficRouter(Protocol):
+    capabilities: frozenset[str]
+    """The optional extras of :class:`Routes` this router can serve."""
+
     def reconcile(self) -> None:
         """Make sure the router runs and serves the stable endpoint."""
 
-    def set_routes(
-        self,
-        backends: dict[str, str],
-        weights: Weights,
-        route: HeaderRoute | None = None,
-        sticky: bool = False,
-        preview: str | None = None,
-    ) -> None:
-        """Send ``weights[label]`` percent of requests to ``backends[label]``; wait until in force.
-
-        ``route`` sends the requests it matches to its version whatever the weights (A/B);
-        ``sticky`` keeps a client on the version it got first (a cookie); ``preview`` serves
-        that version alone on the environment's preview port (blue/green).
-        """
+    def set_routes(self, routes: Routes) -> None:
+        """Put ``routes`` in force and wait until they are; raise RouterError when it cannot."""
 
     def get_routes(self) -> Weights | None:
         """The weights in force, by version label; ``None`` when no routes were ever set."""
@@ -62,12 +109,36 @@ class TrafficRouter(Protocol):
         """Where the router's Prometheus metrics are (``<url>/metrics``); ``None`` if it has none."""
 
 
-def router_for(config: Config, env: EnvironmentConfig, target: DeployTarget) -> TrafficRouter:
-    """The router for ``env``'s target kind; raises on a kind without one."""
-    if env.target.kind == "docker":
-        from shiplift.routers.traefik import TraefikRouter
-        from shiplift.targets.docker import DockerTarget
+RouterFactory = Callable[["Config", "EnvironmentConfig"], TrafficRouter]
 
-        assert isinstance(target, DockerTarget)
-        return TraefikRouter(target.client, app=config.app, env=env, network=target.network_name)
-    raise ConfigError(f"environments[{env.name}].target.kind: no router for {env.target.kind!r}")
+
+def _traefik(config: Config, env: EnvironmentConfig) -> TrafficRouter:
+    from shiplift.dockerhost import client
+    from shiplift.model import resource_name
+    from shiplift.routers.traefik import TraefikRouter
+
+    # the environment's network is named as the Docker target names it: one per app and environment
+    return TraefikRouter(client(), app=config.app, env=env, network=resource_name(config.app, env.name))
+
+
+ROUTERS: dict[str, RouterFactory] = {"traefik": _traefik}
+"""Router factories by router kind."""
+
+ROUTER_OF_TARGET: dict[str, str] = {"docker": "traefik"}
+"""The router kind of each target kind."""
+
+
+def router_kind(env: EnvironmentConfig) -> str:
+    kind = ROUTER_OF_TARGET.get(env.target.kind)
+    if kind is None:
+        raise ConfigError(f"environments[{env.name}].target.kind: no router for {env.target.kind!r}")
+    return kind
+
+
+def router_for(config: Config, env: EnvironmentConfig) -> TrafficRouter:
+    """The router of ``env``, by its kind; raises ConfigError on a kind without a factory."""
+    kind = router_kind(env)
+    factory = ROUTERS.get(kind)
+    if factory is None:
+        raise ConfigError(f"environments[{env.name}]: unknown router kind {kind!r}")
+    return factory(config, env)

@@ -33,7 +33,7 @@ from shiplift.dockerhost import published_host
 from shiplift.errors import RouterError
 from shiplift.model import Weights, resource_name, slug
 from shiplift.progress import report
-from shiplift.routers import HeaderRoute
+from shiplift.routers import HEADER_ROUTE, PREVIEW, STICKY, HeaderRoute, Routes
 
 CONFIG_DIR = "/etc/shiplift"
 ROUTES = f"{CONFIG_DIR}/dynamic/routes.yml"
@@ -108,33 +108,26 @@ def match_rule(route: HeaderRoute) -> str:
     return f"HeaderRegexp(`Cookie`, `{pattern}`)"
 
 
-def render(
-    app: str,
-    generation: int,
-    backends: dict[str, str],
-    weights: Weights,
-    route: HeaderRoute | None = None,
-    sticky: bool = False,
-    preview: str | None = None,
-) -> str:
+def render(app: str, generation: int, routes: Routes) -> str:
     """The dynamic configuration file for one generation (JSON is valid YAML)."""
     services: dict[str, Any] = {}
     weighted = []
     names: dict[str, str] = {}
-    for label, url in backends.items():
+    for label, url in routes.backends.items():
         name = f"v-{slug(label)}"
         names[label] = name
         services[name] = {"loadBalancer": {"servers": [{"url": url}], "passHostHeader": True}}
-    for label, weight in weights.items():
+    for label, weight in routes.weights.items():
         if weight > 0:
             weighted.append({"name": names[label], "weight": weight})
     main = f"{slug(app)}-g{generation}"
     services[main] = {"weighted": {"services": weighted}}
-    if sticky:
+    if routes.sticky:
         services[main]["weighted"]["sticky"] = {"cookie": {"name": f"shiplift_{slug(app)}", "httpOnly": True}}
     routers: dict[str, Any] = {
         "app": {"entryPoints": ["web"], "rule": "PathPrefix(`/`)", "service": main, "priority": 1}
     }
+    route, preview = routes.header_route, routes.preview
     if route is not None:
         routers["ab"] = {
             "entryPoints": ["web"],
@@ -152,7 +145,11 @@ def render(
     doc: dict[str, Any] = {"http": {"routers": routers, "services": services}}
     if not weighted:
         doc = {"http": {}}
-    header: dict[str, Any] = {"generation": generation, "weights": dict(weights), "backends": backends}
+    header: dict[str, Any] = {
+        "generation": generation,
+        "weights": dict(routes.weights),
+        "backends": dict(routes.backends),
+    }
     if route is not None:
         header["route"] = {
             "version": route.version,
@@ -166,7 +163,9 @@ def render(
 
 
 class TraefikRouter:
-    """Traefik container ``shiplift-<app>-<env>-router`` on the environment's network."""
+    """Traefik container ``shiplift-<app>--<env>-router`` on the environment's network."""
+
+    capabilities = frozenset({HEADER_ROUTE, PREVIEW, STICKY})
 
     def __init__(
         self, client: docker.DockerClient, *, app: str, env: EnvironmentConfig, network: str
@@ -213,6 +212,10 @@ class TraefikRouter:
             container.start()
             self._wait_ready(container)
             return
+        self._create(carried, also)
+
+    def _create(self, carried: str | None, also: list[str]) -> None:
+        """Create and start the router; ``carried`` routes (from a replaced container) stay in force."""
         image = ensure_traefik_image(self.client)
         report(f"starting router for {self.env.name} on {self.env.host}:{self.env.port}")
         preview = self.env.strategy.preview_port
@@ -257,7 +260,7 @@ class TraefikRouter:
             generation = int(json.loads(match.group("json")).get("generation", 0)) if match else 0
             self._write(container, carried, generation)
         else:
-            self._write(container, render(self.app, 0, {}, {}), 0)
+            self._write(container, render(self.app, 0, Routes({}, {})), 0)
         try:
             container.start()
         except APIError as exc:
@@ -275,32 +278,17 @@ class TraefikRouter:
 
     # routes ---------------------------------------------------------------------------------
 
-    def set_routes(
-        self,
-        backends: dict[str, str],
-        weights: Weights,
-        route: HeaderRoute | None = None,
-        sticky: bool = False,
-        preview: str | None = None,
-    ) -> None:
-        if preview is not None and (preview not in backends or self.env.strategy.preview_port is None):
-            raise RouterError(f"no preview port or no backend for the preview of {preview}")
-        if route is not None and route.version not in backends:
-            raise RouterError(f"no backend for the A/B route's version {route.version}")
-        if sum(weights.values()) != 100 or any(w < 0 for w in weights.values()):
-            raise RouterError(f"weights must be non-negative and sum to 100, got {weights}")
-        missing = set(weights) - set(backends)
-        if missing:
-            raise RouterError(f"no backend for {', '.join(sorted(missing))}")
+    def set_routes(self, routes: Routes) -> None:
+        routes.check(self.capabilities)
+        if routes.preview is not None and self.env.strategy.preview_port is None:
+            raise RouterError(f"{self.env.name} has no preview port for the preview of {routes.preview}")
         container = self._container()
         if container is None:
             raise RouterError(f"the router of {self.env.name} is not running")
         header = self._header(container)
         generation = int(header.get("generation", 0)) + 1 if header else 1
-        self._write(
-            container, render(self.app, generation, backends, weights, route, sticky, preview), generation
-        )
-        self._wait_generation(generation, weights, self._api(container))
+        self._write(container, render(self.app, generation, routes), generation)
+        self._wait_generation(generation, routes.weights, self._api(container))
 
     def get_routes(self) -> Weights | None:
         container = self._container()

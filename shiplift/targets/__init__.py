@@ -1,12 +1,14 @@
 """Deploy targets: where versions of an app run.
 
 A target starts a version (idempotently, by a name derived from version and digest), waits
-until it is healthy, tells the router how to reach it, and stops it. ``docker`` is built;
-``kubernetes`` comes next with the same promotion model.
+until it is healthy, tells the router how to reach it, and stops it. Targets are picked by
+kind (:data:`TARGETS`): ``docker`` is built; ``kubernetes`` comes next with the same promotion
+model. ``shiplift.targets.memory`` is an in-memory stand-in for the policy's unit tests.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -47,11 +49,23 @@ class DeployTarget(Protocol):
         """Where this host reaches ``instance`` itself, bypassing the router (checks); ``None`` if nowhere."""
 
 
-def target_for(config: Config, env: EnvironmentConfig) -> DeployTarget:
-    """The target for ``env.target.kind``; raises on an unknown kind."""
-    if env.target.kind == "docker":
-        from shiplift.dockerhost import client
-        from shiplift.targets.docker import DockerTarget
+TargetFactory = Callable[["Config", "EnvironmentConfig"], DeployTarget]
 
-        return DockerTarget(client(), config=config, env=env)
-    raise ConfigError(f"environments[{env.name}].target.kind: unknown target kind {env.target.kind!r}")
+
+def _docker(config: Config, env: EnvironmentConfig) -> DeployTarget:
+    from shiplift.dockerhost import client
+    from shiplift.targets.docker import DockerTarget
+
+    return DockerTarget(client(), config=config, env=env)
+
+
+TARGETS: dict[str, TargetFactory] = {"docker": _docker}
+"""Target factories by target kind."""
+
+
+def target_for(config: Config, env: EnvironmentConfig) -> DeployTarget:
+    """The target for ``env.target.kind``; raises ConfigError on an unknown kind."""
+    factory = TARGETS.get(env.target.kind)
+    if factory is None:
+        raise ConfigError(f"environments[{env.name}].target.kind: unknown target kind {env.target.kind!r}")
+    return factory(config, env)

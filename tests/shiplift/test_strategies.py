@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from flows.progressive import plan
+from shiplift.rollout import plan
 from shiplift.analysis import Measurement
 from shiplift.analysis.http import HttpProvider
 from shiplift.analysis.judge import Analysis, Verdict
@@ -22,21 +22,27 @@ def env(strategy: dict[str, object]) -> EnvironmentConfig:
 
 def test_each_strategy_plans_its_actions_around_the_configured_steps() -> None:
     steps = [{"set_weight": 20}, {"pause": {"duration_seconds": 5}}, {"set_weight": 100}]
-    assert [(a.kind, a.weight) for a in plan(env({"kind": "canary", "steps": steps}))] == [
-        ("set_weight", 20),
-        ("pause", None),
-        ("set_weight", 100),
-        ("promote", None),
-        ("scale_down", None),
+    assert [a.describe() for a in plan(env({"kind": "canary", "steps": steps}).strategy)] == [
+        "start",
+        "wait_healthy",
+        "set_weight 20",
+        "pause 5s",
+        "set_weight 100",
+        "switch",
+        "scale_down",
     ]
     ab = {
         "kind": "ab",
         "match": {"cookie": "beta", "value": "1"},
         "steps": [{"pause": {"until_approved": True}}],
     }
-    assert [a.kind for a in plan(env(ab))] == ["route", "pause", "promote", "scale_down"]
+    head = ["start", "wait_healthy"]
+    assert [a.kind for a in plan(env(ab).strategy)] == [*head, "route", "pause", "switch", "scale_down"]
     blue_green = {"kind": "blue_green", "preview_port": 18090}
-    assert [a.kind for a in plan(env(blue_green))] == ["preview", "promote"]
+    assert [a.kind for a in plan(env(blue_green).strategy)] == [*head, "preview", "switch"]
+    assert [a.kind for a in plan(env({}).strategy)] == [*head, "switch", "scale_down"]
+    # a rollback runs replace's steps whatever the strategy
+    assert [a.kind for a in plan(env(ab).strategy, progressive=False)] == [*head, "switch", "scale_down"]
 
 
 def test_measurements_that_could_not_be_taken_never_pass() -> None:
@@ -92,3 +98,12 @@ def test_prometheus_queries_name_the_version_and_interval() -> None:
     )
     query = 'sum(increase(x{app="{app}",env="{env}",v="{version}"}[{interval}]))'
     assert provider.fill(query, "V2.1", 5.0) == 'sum(increase(x{app="hello",env="prod",v="v2-1"}[5s]))'
+
+
+def test_an_unknown_provider_kind_is_an_error_not_a_silent_http_check() -> None:
+    from shiplift.analysis import provider_for
+    from shiplift.errors import ConfigError
+
+    unknown = ProviderConfig.model_construct(kind="datadog")  # past the config's own check
+    with pytest.raises(ConfigError, match="unknown analysis provider kind 'datadog'"):
+        provider_for(unknown, router_api=None, version_url="http://127.0.0.1:1", labels={})

@@ -10,6 +10,7 @@ from shiplift.analysis.judge import Result, judge
 from shiplift.analysis.traefik import TraefikMetrics, measure
 from shiplift.config import AnalysisConfig, load_config
 from shiplift.dockerhost import client
+from shiplift.routers import Routes
 from shiplift.routers.traefik import TraefikRouter
 from shiplift.targets.docker import DockerTarget
 from tests.support.parts import Project
@@ -33,7 +34,7 @@ def test_success_rate_and_p95_per_version(project: Project) -> None:
     started = {v: target.start(v, ref) for v, ref in refs.items()}
     for instance in started.values():
         target.wait_healthy(instance)
-    router.set_routes({v: i.backend_url for v, i in started.items()}, {"good": 50, "bad": 50})
+    router.set_routes(Routes({v: i.backend_url for v, i in started.items()}, {"good": 50, "bad": 50}))
     metrics = TraefikMetrics(router.api_url())
     assert metrics.is_online()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from shiplift.ledger import Ledger, open_ledger
+from shiplift.ledger import EnvironmentUpdate, Ledger, open_ledger
 from shiplift.model import Phase
 from tests.support.parts import Postgres
 
@@ -53,6 +53,49 @@ def test_phase_and_step_survive_a_reopen(tmp_path: Path) -> None:
     assert messages == ["started", "started", "Succeeded"]
 
 
+def test_one_transition_moves_the_deployment_the_environment_and_the_log_together(tmp_path: Path) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    dep = _start(ledger, "prod", "v2", previous="v1")
+    assert ledger.environment("hello", "prod") is None
+    ledger.advance(
+        dep,
+        Phase.PROGRESSING,
+        3,
+        "20% of traffic on v2",
+        {"v1": 80, "v2": 20},
+        environment=EnvironmentUpdate(Phase.PROGRESSING, ("v1", DIGEST), {"v1": 80, "v2": 20}),
+    )
+    state = ledger.environment("hello", "prod")
+    assert state is not None and (state.version, state.weights, state.phase) == (
+        "v1",
+        {"v1": 80, "v2": 20},
+        Phase.PROGRESSING,
+    )
+    # a phase-only update keeps what the environment serves; zero weights are left out
+    final = ledger.finish(
+        dep,
+        Phase.ABORTED,
+        "analysis failed",
+        environment=EnvironmentUpdate(Phase.ABORTED, None, {"v1": 100, "v2": 0}),
+    )
+    state = ledger.environment("hello", "prod")
+    assert state is not None and (state.version, state.weights, state.phase) == (
+        "v1",
+        {"v1": 100},
+        Phase.ABORTED,
+    )
+    assert (final.phase, final.step_index, final.reason, final.weights) == (
+        Phase.ABORTED,
+        3,
+        "analysis failed",
+        {"v1": 80, "v2": 20},
+    )
+    assert [(p, i, m) for _, p, i, m in ledger.events(dep)][-2:] == [
+        ("Progressing", 3, "20% of traffic on v2"),
+        ("Aborted", 3, "analysis failed"),
+    ]
+
+
 def test_previous_good_skips_the_current_and_failed_versions(tmp_path: Path) -> None:
     ledger = open_ledger(f"sqlite:///{tmp_path / 'l.db'}")
     for version, phase in (("v1", Phase.SUCCEEDED), ("v2", Phase.SUCCEEDED), ("v3", Phase.FAILED)):
@@ -74,9 +117,12 @@ def test_the_ledger_runs_on_postgresql(postgres: Postgres) -> None:
     ledger = open_ledger(url)
     assert open_ledger(url) is not None  # at head: the second open migrates nothing
     dep = _start(ledger, "prod", "v7")
-    ledger.advance(dep, Phase.PROGRESSING, 2, "healthy")
-    ledger.set_environment(
-        "hello", "prod", version="v7", digest=DIGEST, weights={"v7": 100}, phase=Phase.PROMOTING
+    ledger.advance(
+        dep,
+        Phase.PROMOTING,
+        2,
+        "healthy",
+        environment=EnvironmentUpdate(Phase.PROMOTING, ("v7", DIGEST), {"v7": 100}),
     )
     again = open_ledger(url)
     unfinished = again.unfinished("hello", "prod")

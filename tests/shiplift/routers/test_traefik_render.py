@@ -6,11 +6,12 @@ import json
 
 import yaml
 
+from shiplift.routers import Routes
 from shiplift.routers.traefik import _HEADER, render
 
 
 def test_render_weighted_services_with_generation_and_header() -> None:
-    text = render("hello", 7, {"v1": "http://a:8000", "v2": "http://b:8000"}, {"v1": 80, "v2": 20})
+    text = render("hello", 7, Routes({"v1": "http://a:8000", "v2": "http://b:8000"}, {"v1": 80, "v2": 20}))
     doc = yaml.safe_load(text)
     http = doc["http"]
     assert http["routers"]["app"]["service"] == "hello-g7"
@@ -25,7 +26,7 @@ def test_render_weighted_services_with_generation_and_header() -> None:
 
 def test_zero_weight_backends_are_left_out_and_no_backend_means_no_router() -> None:
     doc = yaml.safe_load(
-        render("hello", 2, {"v1": "http://a:8000", "v2": "http://b:8000"}, {"v1": 0, "v2": 100})
+        render("hello", 2, Routes({"v1": "http://a:8000", "v2": "http://b:8000"}, {"v1": 0, "v2": 100}))
     )
     assert doc["http"]["services"]["hello-g2"]["weighted"]["services"] == [{"name": "v-v2", "weight": 100}]
-    assert yaml.safe_load(render("hello", 0, {}, {})) == {"http": {}}
+    assert yaml.safe_load(render("hello", 0, Routes({}, {}))) == {"http": {}}

@@ -10,7 +10,7 @@ import pytest
 from shiplift import images
 from shiplift.config import load_config
 from shiplift.dockerhost import client
-from shiplift.routers import HeaderRoute
+from shiplift.routers import HeaderRoute, Routes
 from shiplift.routers.traefik import TraefikRouter
 from shiplift.targets.docker import DockerTarget
 from tests.support.parts import Project
@@ -44,13 +44,13 @@ def _versions(url: str, n: int, **kwargs: object) -> Counter[str]:
 def test_header_and_cookie_routes_send_only_matching_requests_to_the_new_version(project: Project) -> None:
     router, backends = _two_versions(project)
     url = f"{project.endpoint('dev')}/version"
-    router.set_routes(backends, {"old": 100, "new": 0}, route=HeaderRoute("new", "beta", header="X-Group"))
+    router.set_routes(Routes(backends, {"old": 100, "new": 0}, HeaderRoute("new", "beta", header="X-Group")))
     assert _versions(url, 40, headers={"X-Group": "beta"}) == {"new": 40}
     assert _versions(url, 40) == {"old": 40}
     assert _versions(url, 20, headers={"X-Group": "other"}) == {"old": 20}
     assert router.get_routes() == {"old": 100}
 
-    router.set_routes(backends, {"old": 100, "new": 0}, route=HeaderRoute("new", "b", cookie="group"))
+    router.set_routes(Routes(backends, {"old": 100, "new": 0}, HeaderRoute("new", "b", cookie="group")))
     assert _versions(url, 30, cookies={"group": "b"}) == {"new": 30}
     assert _versions(url, 30, cookies={"group": "bb"}) == {"old": 30}
     assert _versions(url, 30) == {"old": 30}
@@ -59,7 +59,7 @@ def test_header_and_cookie_routes_send_only_matching_requests_to_the_new_version
 def test_sticky_sessions_keep_a_client_on_its_version(project: Project) -> None:
     router, backends = _two_versions(project)
     url = f"{project.endpoint('dev')}/version"
-    router.set_routes(backends, {"old": 50, "new": 50}, sticky=True)
+    router.set_routes(Routes(backends, {"old": 50, "new": 50}, sticky=True))
     # each request from a new client (no cookie): both versions answer
     assert set(Counter(httpx.get(url).text.strip() for _ in range(60))) == {"old", "new"}
     for _ in range(4):
