@@ -8,12 +8,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shiplift.rollout import plan
 from shiplift.analysis import Measurement
 from shiplift.analysis.http import HttpProvider
 from shiplift.analysis.judge import Analysis, Verdict
 from shiplift.analysis.prometheus import PrometheusProvider
 from shiplift.config import AnalysisConfig, EnvironmentConfig, ProviderConfig
+from shiplift.rollout import plan
 
 
 def env(strategy: dict[str, object]) -> EnvironmentConfig:
