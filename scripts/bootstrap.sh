@@ -2,9 +2,13 @@
 # Install and start everything shiplift's demo and tests need on a fresh Debian machine.
 # Idempotent: a second run only checks, and takes a few seconds.
 #   Debian packages: docker.io, docker-registry, debootstrap, postgresql, chromium, prometheus
-#   (apt-get; prometheus only for the tests of the Prometheus analysis provider)
+#   (apt-get; prometheus only for the tests of the Prometheus analysis provider), and what the
+#   local Kubernetes cluster needs (scripts/cluster.sh: Go and the build tools, etcd, CNI plugins,
+#   conntrack, iptables, openssl)
 #   Python: uv, then the project and its dev tools (uv sync)
 #   Daemons: dockerd (started in the background when `docker info` fails)
+#   Kubernetes 1.20: built from Debian's source package once per machine (scripts/cluster.sh build,
+#   ~7-20 min on 2 cores, cached under /var/cache/shiplift), so that pytest only starts it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE="${SHIPLIFT_STATE_DIR:-$PWD/state}"
@@ -13,6 +17,9 @@ mkdir -p "$STATE"
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 APT_PACKAGES=(docker.io docker-registry debootstrap postgresql chromium prometheus git curl ca-certificates)
+# scripts/cluster.sh: build (golang-go … dpkg-dev, reflect2: see there) and run (etcd-server …)
+APT_PACKAGES+=(golang-go golang-github-modern-go-reflect2-dev jq rsync gcc libc6-dev dpkg-dev
+  etcd-server containernetworking-plugins conntrack iptables iproute2 openssl)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -46,4 +53,5 @@ if ! docker info >/dev/null 2>&1; then
   done
   docker info >/dev/null 2>&1 || { log "dockerd did not start; see $STATE/dockerd.log"; exit 1; }
 fi
+bash scripts/cluster.sh build >/dev/null
 log "ready: $(docker version --format 'docker {{.Server.Version}}'), $(uv run --quiet python -c 'import prefect; print("prefect", prefect.__version__)')"

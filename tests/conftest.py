@@ -138,3 +138,22 @@ def dbproject(tmp_path: Path, registry: Registry, prefect_api: str, key_env: Non
     project = make_project(tmp_path, app, registry.address, envs=("prod",))
     yield project
     remove_app(app)
+
+
+# kubernetes: the local cluster of scripts/cluster.sh (tests/test_cluster.py) ----------------------
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[object]:
+    """The local Kubernetes 1.20 cluster, up for the session: ``cluster.sh up`` (it builds the
+    binaries the first time on a machine; scripts/bootstrap.sh does that before pytest). Stopped
+    at the end when this session started it, unless SHIPLIFT_KEEP_CLUSTER=1."""
+    import os
+
+    from tests.support.cluster import Cluster
+
+    was_up = Cluster.is_up()
+    cluster = Cluster.up()
+    yield cluster
+    if not was_up and os.environ.get("SHIPLIFT_KEEP_CLUSTER") != "1":
+        Cluster.down()
