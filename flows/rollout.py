@@ -21,7 +21,7 @@ from shiplift.analysis import Measurement
 from shiplift.approvals import Outcome
 from shiplift.config import AnalysisConfig, BlueGreenStrategy, EnvironmentConfig
 from shiplift.ledger import Deployment
-from shiplift.model import ImageRef, Phase
+from shiplift.model import ImageRef, Phase, Weights
 from shiplift.progress import announce
 from shiplift.routers import Routes, router_for
 from shiplift.targets import Instance
@@ -67,8 +67,8 @@ class TaskPorts:
     def instances(self) -> list[Instance]:
         return self.ctx.retried(list_instances)(self.ctx.config, self.env)
 
-    def set_routes(self, routes: Routes) -> None:
-        self.ctx.retried(set_routes)(self.ctx.config, self.env, routes)
+    def set_routes(self, routes: Routes) -> Weights | None:
+        return self.ctx.retried(set_routes)(self.ctx.config, self.env, routes)
 
     def measure(self, analysis: AnalysisConfig, instance: Instance) -> Measurement:
         return measure(self.ctx.config, self.env, analysis.provider, instance, analysis.interval_seconds)

@@ -4,7 +4,8 @@
 #   Debian packages: docker.io, docker-registry, debootstrap, postgresql, chromium, prometheus
 #   (apt-get; prometheus only for the tests of the Prometheus analysis provider), and what the
 #   local Kubernetes cluster needs (scripts/cluster.sh: Go and the build tools, etcd, CNI plugins,
-#   conntrack, iptables, openssl)
+#   conntrack, iptables, openssl); nodejs and npm only where the machine has no npm
+#   npm: the upstream Gateway API schema, cached under /var/cache/shiplift (scripts/gateway_api_schema.sh)
 #   Python: uv, then the project and its dev tools (uv sync)
 #   Daemons: dockerd (started in the background when `docker info` fails)
 #   Kubernetes 1.20: built from Debian's source package once per machine (scripts/cluster.sh build,
@@ -54,4 +55,8 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { log "dockerd did not start; see $STATE/dockerd.log"; exit 1; }
 fi
 bash scripts/cluster.sh build >/dev/null
+# The upstream Gateway API schema (npm's @kubernetes-models/gateway-api), for the gateway_api
+# router's tests; node and npm come with the machine, else from Debian.
+command -v npm >/dev/null 2>&1 || { apt-get update -qq; apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+bash scripts/gateway_api_schema.sh >/dev/null
 log "ready: $(docker version --format 'docker {{.Server.Version}}'), $(uv run --quiet python -c 'import prefect; print("prefect", prefect.__version__)')"

@@ -54,6 +54,12 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _say(message: str, code: int) -> NoReturn:
+    """Outside a command (``main``): the one line, then the exit code."""
+    err.print(f"shiplift: error: {message}", markup=False, soft_wrap=True)
+    sys.exit(code)
+
+
 def _load(path: Path) -> Config:
     try:
         return load_config(path)
@@ -193,6 +199,7 @@ def release(
     extra = _parse_build_args(build_arg)
     if auto_approve:
         _auto_approve_allowed(cfg, [e.name for e in cfg.environments])
+    _preflight(cfg, [e.name for e in cfg.environments])
     from flows.release import release as release_flow
 
     git_sha = os.environ.get("GITHUB_SHA") or _git(cfg, "rev-parse", "HEAD")
@@ -230,6 +237,7 @@ def promote(
     _known_env(cfg, to)
     if auto_approve:
         _auto_approve_allowed(cfg, [to])
+    _preflight(cfg, [to])
     from flows.promote import promote as promote_flow
 
     result = _run_flow(
@@ -272,6 +280,7 @@ def rollback(
     """
     cfg = _load(config)
     _known_env(cfg, env)
+    _preflight(cfg, [env])
     if to is not None:
         from shiplift.ledger import ledger_url, open_ledger
 
@@ -296,6 +305,48 @@ def rollback(
     if result and result.get("aborted"):
         line += f" (aborted the rollout of {result['aborted']})"
     _print_result(result, json_out, line)
+
+
+def _preflight(cfg: Config, names: list[str]) -> None:
+    """Kubernetes environments among ``names``: the API server answers and the credentials may
+    deploy into the namespace, checked before anything runs (one line and exit 2 if not)."""
+    for env in cfg.environments:
+        if env.name in names and env.target.kind == "kubernetes":
+            from shiplift.kube import preflight
+
+            preflight(env)
+
+
+@app.command()
+def render(
+    env: Annotated[str, typer.Option("--env", help="A Kubernetes environment.")],
+    version: VersionOpt,
+    config: ConfigOpt = Path("shiplift.yaml"),
+) -> None:
+    """Print the Kubernetes manifests shiplift would apply for VERSION in ENV, as YAML.
+
+    To review them, or to check them with `kubectl apply --dry-run=server -f -`. Nothing is
+    applied; the cluster is not contacted.
+    """
+    import yaml
+
+    from shiplift.ledger import ledger_url, open_ledger
+    from shiplift.model import ImageRef
+    from shiplift.routers.service import service_manifests
+    from shiplift.targets.kubernetes import version_manifests
+
+    cfg = _load(config)
+    _known_env(cfg, env)
+    environment = cfg.environment(env)
+    if environment.target.kind != "kubernetes":
+        _fail(f"--env {env}: runs on {environment.target.kind}; render prints Kubernetes manifests", 2)
+    record = open_ledger(ledger_url(cfg.root, cfg.ledger.url)).release(cfg.app, version)
+    if record is None:
+        _fail(f"--version {version}: never released; run shiplift release first", 2)
+    docs = version_manifests(cfg, environment, version, ImageRef(record.repository, record.digest))
+    if environment.router_kind == "service":
+        docs += service_manifests(cfg, environment)
+    typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
 
 
 def _known_env(cfg: Config, name: str) -> None:
@@ -686,14 +737,14 @@ def main() -> NoReturn:
     try:
         try:
             app()
-        except ShipliftError as exc:  # pragma: no cover - commands map their own errors
-            _fail(str(exc), exc.exit_code)
+        except ShipliftError as exc:
+            _say(str(exc), exc.exit_code)
         except typer.Exit as exc:
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _say("interrupted", 130)
         except Exception as exc:  # noqa: BLE001 - whatever failed, one line and never a traceback
-            _fail(explain(exc), 1)
+            _say(explain(exc), 1)
     except SystemExit as exc:
         _exit_now(exc.code)
     _exit_now(0)

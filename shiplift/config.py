@@ -36,7 +36,10 @@ joins them into resource names (:func:`shiplift.model.resource_name`) is never a
 NAME_MAX = 40
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY = re.compile(rf"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?{_COMPONENT}(?:/{_COMPONENT})*$")
-TARGET_KINDS = ("docker",)
+TARGET_KINDS = ("docker", "kubernetes")
+ROUTER_KINDS = {"docker": ("traefik",), "kubernetes": ("service", "gateway_api")}
+"""The router kinds of each target kind; the first is the default."""
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def _check_name(value: str) -> str:
@@ -105,7 +108,16 @@ class HealthConfig(_Model):
 
 
 class TargetConfig(_Model):
-    kind: str = Field(description="Where the environment runs: docker.")
+    kind: str = Field(description="Where the environment runs: docker or kubernetes.")
+    namespace: str | None = Field(None, description="kubernetes (required): the namespace to deploy into.")
+    context: str | None = Field(
+        None, description="kubernetes: the kubeconfig context (default: the kubeconfig's current one)."
+    )
+    kubeconfig: str | None = Field(
+        None,
+        description="kubernetes: the kubeconfig (default: $KUBECONFIG, ~/.kube/config, else in-cluster).",
+    )
+    replicas: int = Field(1, ge=1, le=100, description="kubernetes: pods per version (docker runs one).")
 
     @field_validator("kind")
     @classmethod
@@ -113,6 +125,42 @@ class TargetConfig(_Model):
         if value not in TARGET_KINDS:
             raise ValueError(f"unknown target kind {value!r} (known: {', '.join(TARGET_KINDS)})")
         return value
+
+    @model_validator(mode="after")
+    def _fits(self) -> TargetConfig:
+        if self.kind == "kubernetes":
+            if self.namespace is None or not DNS_LABEL.fullmatch(self.namespace):
+                raise ValueError("kubernetes needs namespace: a DNS label (lower-case letters, digits, '-')")
+            return self
+        given = [k for k in ("namespace", "context", "kubeconfig") if getattr(self, k) is not None]
+        if self.replicas != 1:
+            given.append("replicas")
+        if given:
+            raise ValueError(f"{', '.join(given)}: only for a kubernetes target (this one is {self.kind})")
+        return self
+
+
+class RouterConfig(_Model):
+    """What moves an environment's traffic between versions."""
+
+    kind: Literal["traefik", "service", "gateway_api"] = Field(
+        description="traefik (docker), service or gateway_api (kubernetes; default service)."
+    )
+    gateway: str | None = Field(None, description="gateway_api (required): the Gateway to attach to.")
+    namespace: str | None = Field(None, description="gateway_api: the Gateway's namespace (default: app's).")
+    hostnames: list[str] = Field(default_factory=list, description="gateway_api: the route's hostnames.")
+
+    @model_validator(mode="after")
+    def _fits(self) -> RouterConfig:
+        if self.kind == "gateway_api" and not self.gateway:
+            raise ValueError("gateway_api needs gateway: the name of the Gateway the route attaches to")
+        if self.kind != "gateway_api":
+            given = [k for k in ("gateway", "namespace") if getattr(self, k) is not None]
+            if self.hostnames:
+                given.append("hostnames")
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for a gateway_api router (this is {self.kind})")
+        return self
 
 
 class ProviderConfig(_Model):
@@ -471,8 +519,15 @@ class EnvironmentConfig(_Model):
     target: TargetConfig = Field(
         default_factory=lambda: TargetConfig(kind="docker"), description="Where it runs (default docker)."
     )
-    port: int = Field(ge=1, le=65535, description="Stable endpoint port on the Docker host.")
-    host: str = Field("127.0.0.1", description="Address the stable endpoint binds to.")
+    port: int = Field(
+        ge=1, le=65535, description="Stable endpoint port (kubernetes: the stable Service's NodePort)."
+    )
+    host: str = Field(
+        "127.0.0.1", description="Address the stable endpoint binds to (kubernetes: a node's address)."
+    )
+    router: RouterConfig | None = Field(
+        None, description="What moves the traffic (default: traefik on docker, service on kubernetes)."
+    )
     strategy: StrategyConfig = Field(
         default_factory=ReplaceStrategy, description="How traffic moves to a new version (by kind)."
     )
@@ -488,6 +543,37 @@ class EnvironmentConfig(_Model):
         le=7 * DAY,
         description="How long a promotion waits for the environment's lock before it fails.",
     )
+
+    @property
+    def router_kind(self) -> str:
+        """The router's kind: the configured one, else the target kind's default."""
+        return self.router.kind if self.router is not None else ROUTER_KINDS[self.target.kind][0]
+
+    @model_validator(mode="after")
+    def _router_fits(self) -> EnvironmentConfig:
+        kinds = ROUTER_KINDS[self.target.kind]
+        if self.router_kind not in kinds:
+            raise KeyedError(
+                ("router", "kind"),
+                f"a {self.target.kind} target takes router {' or '.join(kinds)}, not {self.router_kind}",
+            )
+        if self.router_kind == "service" and self.strategy.kind == "ab":
+            raise KeyedError(
+                ("strategy", "kind"),
+                "ab needs a router that matches headers; the service router cannot (use router: "
+                "{kind: gateway_api, ...})",
+            )
+        if self.target.kind == "kubernetes":
+            for step in self.strategy.steps:
+                if isinstance(step, AnalysisStep) and step.analysis.provider.kind == "traefik":
+                    raise KeyedError(
+                        ("strategy", "steps"),
+                        "the traefik provider reads Traefik's metrics, and a kubernetes environment has no "
+                        "Traefik: give the analysis provider: {kind: prometheus, ...} or {kind: http}",
+                    )
+            if self.router_kind == "service" and not 30000 <= self.port <= 32767:
+                raise KeyedError(("port",), f"{self.port}: the stable Service's NodePort is 30000-32767")
+        return self
 
 
 class RetentionConfig(_Model):

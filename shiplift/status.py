@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from shiplift.config import Config
+from shiplift.config import Config, EnvironmentConfig
 from shiplift.errors import ShipliftError
 from shiplift.ledger import ledger_url, open_ledger
 from shiplift.routers import router_for
+from shiplift.targets import target_for
 
 
 def environment_status(config: Config, *, live: bool = True) -> dict[str, Any]:
-    """``{"app": …, "environments": {name: {version, digest, endpoint, weights, phase}}}``."""
+    """``{"app": …, "environments": {name: {version, digest, endpoint, weights, phase}}}``.
+
+    A Kubernetes environment also shows ``replicas: {ready, desired}``.
+    """
     ledger = open_ledger(ledger_url(config.root, config.ledger.url))
     envs: dict[str, Any] = {}
     for env in config.environments:
@@ -31,4 +35,17 @@ def environment_status(config: Config, *, live: bool = True) -> dict[str, Any]:
             "weights": weights,
             "phase": str(state.phase) if state else "Pending",
         }
+        if env.target.kind == "kubernetes" and live:
+            envs[env.name]["replicas"] = _replicas(config, env)
     return {"app": config.app, "environments": envs}
+
+
+def _replicas(config: Config, env: EnvironmentConfig) -> dict[str, int] | None:
+    """Ready and desired pods of a Kubernetes environment; ``None`` when the cluster does not answer."""
+    from shiplift.targets.kubernetes import KubernetesTarget
+
+    try:
+        target = target_for(config, env)
+        return target.replicas() if isinstance(target, KubernetesTarget) else None
+    except Exception:  # noqa: BLE001 - status shows what it can; the ledger's part stands
+        return None

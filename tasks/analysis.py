@@ -28,7 +28,7 @@ def measure(
     source = provider_for(
         provider,
         router_api=router.metrics_url(),
-        version_url=target.direct_url(instance),
+        version=target.direct(instance),
         labels={"app": config.app, "env": env.name},
     )
     return source.window(instance.version, seconds)

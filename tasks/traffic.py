@@ -12,16 +12,17 @@ from tasks import is_transient
 
 
 @task(name="set-routes", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=120)
-def set_routes(config: Config, env: EnvironmentConfig, routes: Routes) -> None:
+def set_routes(config: Config, env: EnvironmentConfig, routes: Routes) -> Weights | None:
     """Put ``routes`` (weights, and an A/B route or a preview) in force and wait until they are.
 
     Example:
         >>> set_routes(config, env, Routes({"v2": "http://…:8000"}, {"v2": 100}))  # doctest: +SKIP
     """
-    router_for(config, env).set_routes(routes)
+    actual = router_for(config, env).set_routes(routes)
     route, preview = routes.header_route, routes.preview
     extra = f" (A/B route to {route.version})" if route else f" (preview: {preview})" if preview else ""
-    get_run_logger().info("%s: weights now %s%s", env.name, routes.weights, extra)
+    get_run_logger().info("%s: weights now %s%s", env.name, actual or routes.weights, extra)
+    return actual
 
 
 @task(name="get-routes", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=60)

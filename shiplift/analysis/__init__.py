@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from shiplift.config import ProviderConfig
+    from shiplift.targets import Direct
 
 LATENCY_BUCKETS = "0.005,0.01,0.025,0.05,0.1,0.2,0.3,0.4,0.5,0.75,1,2.5,5,10"
 """Histogram buckets the router gives its latency metrics (Traefik's), fine enough to judge a
@@ -46,12 +47,12 @@ class MetricProvider(Protocol):
 
 
 def provider_for(
-    config: ProviderConfig, *, router_api: str | None, version_url: str | None, labels: dict[str, str]
+    config: ProviderConfig, *, router_api: str | None, version: Direct | None, labels: dict[str, str]
 ) -> MetricProvider:
     """The provider of ``config``.
 
-    ``router_api`` is the router's API (Traefik's metrics), ``version_url`` the new version's own
-    address on this host (the HTTP check), ``labels`` what a Prometheus query may name:
+    ``router_api`` is the router's API (Traefik's metrics), ``version`` the new version's own
+    way in from this host (the HTTP check), ``labels`` what a Prometheus query may name:
     ``{app}``, ``{env}``, ``{version}`` and ``{interval}``.
     """
     from shiplift.errors import AnalysisError, ConfigError
@@ -69,7 +70,7 @@ def provider_for(
     if config.kind == "http":
         from shiplift.analysis.http import HttpProvider
 
-        if version_url is None:
+        if version is None:
             raise AnalysisError("the http provider needs the version's address, and the target gives none")
-        return HttpProvider(version_url, config)
+        return HttpProvider(version, config)
     raise ConfigError(f"unknown analysis provider kind {config.kind!r} (known: traefik, prometheus, http)")

@@ -13,11 +13,13 @@ import httpx
 
 from shiplift.analysis import Measurement
 from shiplift.config import ProviderConfig
+from shiplift.targets import Direct
 
 
 class HttpProvider:
-    def __init__(self, base_url: str, config: ProviderConfig) -> None:
-        self.url = base_url.rstrip("/") + config.path
+    def __init__(self, version: Direct | str, config: ProviderConfig) -> None:
+        self.version = version if isinstance(version, Direct) else Direct(version)
+        self.url = self.version.url.rstrip("/") + config.path
         self.config = config
 
     def window(self, version: str, seconds: float) -> Measurement:
@@ -26,7 +28,10 @@ class HttpProvider:
         started = time.monotonic()
         failed = 0
         times: list[float] = []
-        with httpx.Client(timeout=max(1.0, gap * 4)) as client:
+        way = self.version
+        with httpx.Client(
+            timeout=max(1.0, gap * 4), headers=way.headers, verify=way.verify, cert=way.cert
+        ) as client:
             for n in range(probes):
                 due = started + n * gap
                 if (delay := due - time.monotonic()) > 0:

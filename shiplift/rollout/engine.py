@@ -71,7 +71,8 @@ class Ports(Protocol):
 
     def instances(self) -> list[Instance]: ...
 
-    def set_routes(self, routes: Routes) -> None: ...
+    def set_routes(self, routes: Routes) -> Weights | None:
+        """The weights really in force when the router rounds them, else ``None``."""
 
     def measure(self, analysis: AnalysisConfig, instance: Instance) -> Measurement:
         """One measurement window of ``instance``; raise AnalysisError when it cannot be taken."""
@@ -242,8 +243,8 @@ class Rollout:
             header = HeaderRoute(self.new.version, m.value, header=m.header, cookie=m.cookie)
         preview = self.new.version if any(isinstance(s, Preview) for s in done) else None
         sticky = self.stable is not None and self.env.strategy.sticky
-        self.ports.set_routes(Routes(backends, dict(weights), header, sticky, preview))
-        self.weights = dict(weights)
+        actual = self.ports.set_routes(Routes(backends, dict(weights), header, sticky, preview))
+        self.weights = dict(actual) if actual else dict(weights)
         self._progress()
 
     def _pause(self, pause: PauseConfig) -> str:

@@ -11,9 +11,9 @@ a strategy that needs one the environment's router lacks is refused before anyth
 route, a preview and the weights change together, in one write, so no request ever sees a
 route to a version that has no backend yet.
 
-Routers are picked by their kind (:data:`ROUTERS`); an environment's router kind follows from
-its target kind (:data:`ROUTER_OF_TARGET`). A factory is given the config and the environment,
-never a target object.
+Routers are picked by their kind (:data:`ROUTERS`): the environment's ``router.kind``, by
+default its target kind's (``traefik`` on Docker). A factory is given the config and the
+environment, never a target object.
 """
 
 from __future__ import annotations
@@ -99,8 +99,12 @@ class TrafficRouter(Protocol):
     def reconcile(self) -> None:
         """Make sure the router runs and serves the stable endpoint."""
 
-    def set_routes(self, routes: Routes) -> None:
-        """Put ``routes`` in force and wait until they are; raise RouterError when it cannot."""
+    def set_routes(self, routes: Routes) -> Weights | None:
+        """Put ``routes`` in force and wait until they are; raise RouterError when it cannot.
+
+        Returns the weights really in force when they differ from those asked (a router that
+        splits by pods rounds them), else ``None``.
+        """
 
     def get_routes(self) -> Weights | None:
         """The weights in force, by version label; ``None`` when no routes were ever set."""
@@ -121,24 +125,36 @@ def _traefik(config: Config, env: EnvironmentConfig) -> TrafficRouter:
     return TraefikRouter(client(), app=config.app, env=env, network=resource_name(config.app, env.name))
 
 
-ROUTERS: dict[str, RouterFactory] = {"traefik": _traefik}
-"""Router factories by router kind."""
+def _service(config: Config, env: EnvironmentConfig) -> TrafficRouter:
+    from shiplift.kube import api_client
+    from shiplift.routers.service import ServiceRouter
 
-ROUTER_OF_TARGET: dict[str, str] = {"docker": "traefik"}
-"""The router kind of each target kind."""
+    return ServiceRouter(api_client(env), config=config, env=env)
 
 
-def router_kind(env: EnvironmentConfig) -> str:
-    kind = ROUTER_OF_TARGET.get(env.target.kind)
-    if kind is None:
-        raise ConfigError(f"environments[{env.name}].target.kind: no router for {env.target.kind!r}")
-    return kind
+def _gateway_api(config: Config, env: EnvironmentConfig) -> TrafficRouter:
+    from shiplift.kube import api_client
+    from shiplift.routers.gateway_api import GatewayApiRouter
+
+    assert env.router is not None and env.router.gateway is not None and env.target.namespace is not None
+    return GatewayApiRouter(
+        api_client(env),
+        namespace=env.target.namespace,
+        app=config.app,
+        env=env.name,
+        gateway=env.router.gateway,
+        gateway_namespace=env.router.namespace or env.target.namespace,
+        hostnames=list(env.router.hostnames),
+    )
+
+
+ROUTERS: dict[str, RouterFactory] = {"traefik": _traefik, "service": _service, "gateway_api": _gateway_api}
+"""Router factories by router kind (``environments[].router.kind``, default by target kind)."""
 
 
 def router_for(config: Config, env: EnvironmentConfig) -> TrafficRouter:
     """The router of ``env``, by its kind; raises ConfigError on a kind without a factory."""
-    kind = router_kind(env)
-    factory = ROUTERS.get(kind)
+    factory = ROUTERS.get(env.router_kind)
     if factory is None:
-        raise ConfigError(f"environments[{env.name}]: unknown router kind {kind!r}")
+        raise ConfigError(f"environments[{env.name}].router.kind: unknown router kind {env.router_kind!r}")
     return factory(config, env)

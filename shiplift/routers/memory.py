@@ -26,12 +26,13 @@ class MemoryRouter:
     def reconcile(self) -> None:
         self.running = True
 
-    def set_routes(self, routes: Routes) -> None:
+    def set_routes(self, routes: Routes) -> Weights | None:
         self.calls += 1
         if self.calls in self.fail_at:
             raise RouterError("the router did not answer")
         routes.check(self.capabilities)
         self.history.append(routes)
+        return None
 
     def get_routes(self) -> Weights | None:
         if not self.history:

@@ -278,7 +278,7 @@ class TraefikRouter:
 
     # routes ---------------------------------------------------------------------------------
 
-    def set_routes(self, routes: Routes) -> None:
+    def set_routes(self, routes: Routes) -> Weights | None:
         routes.check(self.capabilities)
         if routes.preview is not None and self.env.strategy.preview_port is None:
             raise RouterError(f"{self.env.name} has no preview port for the preview of {routes.preview}")
@@ -289,6 +289,7 @@ class TraefikRouter:
         generation = int(header.get("generation", 0)) + 1 if header else 1
         self._write(container, render(self.app, generation, routes), generation)
         self._wait_generation(generation, routes.weights, self._api(container))
+        return None  # in force as asked
 
     def get_routes(self) -> Weights | None:
         container = self._container()

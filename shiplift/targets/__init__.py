@@ -9,7 +9,7 @@ model. ``shiplift.targets.memory`` is an in-memory stand-in for the policy's uni
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from shiplift.errors import ConfigError
@@ -17,6 +17,20 @@ from shiplift.model import ImageRef
 
 if TYPE_CHECKING:
     from shiplift.config import Config, EnvironmentConfig
+
+
+@dataclass(frozen=True)
+class Direct:
+    """Where this host reaches one version itself, bypassing the router (the HTTP check).
+
+    ``headers``, ``verify`` and ``cert`` carry what the way in needs (the API server's service
+    proxy takes the credentials); they are never logged and never a task's parameter.
+    """
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    verify: bool | str = True
+    cert: tuple[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -45,7 +59,7 @@ class DeployTarget(Protocol):
     def instances(self) -> list[Instance]:
         """Every instance of the app in this environment."""
 
-    def direct_url(self, instance: Instance) -> str | None:
+    def direct(self, instance: Instance) -> Direct | None:
         """Where this host reaches ``instance`` itself, bypassing the router (checks); ``None`` if nowhere."""
 
 
@@ -59,7 +73,14 @@ def _docker(config: Config, env: EnvironmentConfig) -> DeployTarget:
     return DockerTarget(client(), config=config, env=env)
 
 
-TARGETS: dict[str, TargetFactory] = {"docker": _docker}
+def _kubernetes(config: Config, env: EnvironmentConfig) -> DeployTarget:
+    from shiplift.kube import api_client
+    from shiplift.targets.kubernetes import KubernetesTarget
+
+    return KubernetesTarget(api_client(env), config=config, env=env)
+
+
+TARGETS: dict[str, TargetFactory] = {"docker": _docker, "kubernetes": _kubernetes}
 """Target factories by target kind."""
 
 

@@ -22,7 +22,7 @@ from shiplift.errors import TargetError, UnhealthyError
 from shiplift.images import ensure_local
 from shiplift.model import ImageRef, resource_name
 from shiplift.progress import report
-from shiplift.targets import Instance
+from shiplift.targets import Direct, Instance
 
 ROLE_APP = "app"
 
@@ -136,9 +136,10 @@ class DockerTarget:
             return None
         return f"http://{published_host()}:{bindings[0]['HostPort']}"
 
-    def direct_url(self, instance: Instance) -> str | None:
+    def direct(self, instance: Instance) -> Direct | None:
         container = self._get(instance.name)
-        return self._published(container) if container is not None else None
+        url = self._published(container) if container is not None else None
+        return Direct(url) if url else None
 
     def _get(self, name: str) -> Any | None:
         try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from shiplift.errors import TargetError, UnhealthyError
 from shiplift.model import ImageRef
-from shiplift.targets import Instance
+from shiplift.targets import Direct, Instance
 
 
 @dataclass
@@ -52,5 +52,5 @@ class MemoryTarget:
     def instances(self) -> list[Instance]:
         return list(self.running.values())
 
-    def direct_url(self, instance: Instance) -> str | None:
+    def direct(self, instance: Instance) -> Direct | None:
         return None

@@ -96,7 +96,7 @@ def test_the_contract_example_and_the_hello_example_parse() -> None:
         (
             lambda d: d["environments"][0]["target"].update(kind="nomad"),
             "environments[0].target.kind",
-            "unknown target kind 'nomad' (known: docker)",
+            "unknown target kind 'nomad' (known: docker, kubernetes)",
             "kind: nomad",
         ),
         (

@@ -106,4 +106,4 @@ def test_an_unknown_provider_kind_is_an_error_not_a_silent_http_check() -> None:
 
     unknown = ProviderConfig.model_construct(kind="datadog")  # past the config's own check
     with pytest.raises(ConfigError, match="unknown analysis provider kind 'datadog'"):
-        provider_for(unknown, router_api=None, version_url="http://127.0.0.1:1", labels={})
+        provider_for(unknown, router_api=None, version=None, labels={})

@@ -15,7 +15,7 @@ from shiplift.approvals import Outcome
 from shiplift.config import AnalysisConfig
 from shiplift.errors import AnalysisError
 from shiplift.ledger import Deployment
-from shiplift.model import ImageRef
+from shiplift.model import ImageRef, Weights
 from shiplift.routers import Routes
 from shiplift.routers.memory import MemoryRouter
 from shiplift.targets import Instance
@@ -75,9 +75,9 @@ class MemoryPorts:
         self._call()
         return self.target.instances()
 
-    def set_routes(self, routes: Routes) -> None:
+    def set_routes(self, routes: Routes) -> Weights | None:
         self._call()
-        self.router.set_routes(routes)
+        return self.router.set_routes(routes)
 
     def measure(self, analysis: AnalysisConfig, instance: Instance) -> Measurement:
         self._call()

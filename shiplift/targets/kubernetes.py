@@ -1,0 +1,294 @@
+"""Kubernetes as a deploy target: one Deployment and one Service per version, by server-side apply.
+
+A version is a Deployment ``<app>-<version>`` (image by digest, ``target.replicas`` pods, a
+readiness probe on ``health.path`` and a liveness probe, so the kubelet restarts a hung
+process) and a ClusterIP Service of the same name, which analysis and preview reach. The health
+gate is the Deployment Available with every replica ready; a pod in ``CrashLoopBackOff``,
+``ImagePullBackOff``/``ErrImagePull``, ``OOMKilled`` or exited non-zero fails it at once, with
+the exit code and the container's last log lines. Which pods take the stable endpoint's traffic
+is the router's business (``shiplift.routers.service``, ``shiplift.routers.gateway_api``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from shiplift import kube
+from shiplift.config import Config, EnvironmentConfig
+from shiplift.errors import TargetError, UnhealthyError
+from shiplift.model import ImageRef
+from shiplift.progress import report
+from shiplift.targets import Direct, Instance
+
+FATAL_WAITING = {
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+}
+
+
+class KubernetesTarget:
+    def __init__(self, api: ApiClient, *, config: Config, env: EnvironmentConfig) -> None:
+        assert env.target.namespace is not None
+        self.api = api
+        self.config, self.env = config, env
+        self.namespace = env.target.namespace
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+
+    # manifests ------------------------------------------------------------------------------
+
+    def manifests(self, version: str, image: ImageRef) -> list[dict[str, Any]]:
+        return version_manifests(self.config, self.env, version, image)
+
+    # the protocol ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Nothing to create: the namespace must exist (the CLI checks it before anything runs)."""
+
+    def start(self, version: str, image: ImageRef) -> Instance:
+        name = kube.version_name(self.config.app, version)
+        existing = self._deployment(name)
+        if existing is not None and (existing.metadata.annotations or {}).get(kube.DIGEST) == image.digest:
+            report(f"{self.env.name}: adopting {name}")
+            return self._instance(existing)
+        report(f"{self.env.name}: starting {version}")
+        deployment, service = self.manifests(version, image)
+        try:
+            self.apps.patch_namespaced_deployment(
+                name,
+                self.namespace,
+                deployment,
+                field_manager=kube.MANAGER,
+                force=True,
+                _content_type="application/apply-patch+yaml",
+            )
+            self.core.patch_namespaced_service(
+                name,
+                self.namespace,
+                service,
+                field_manager=kube.MANAGER,
+                force=True,
+                _content_type="application/apply-patch+yaml",
+            )
+        except ApiException as exc:
+            raise TargetError(f"{self.env.name}: cannot apply {name}: {kube.api_reason(exc)}") from None
+        found = self._deployment(name)
+        if found is None:
+            raise TargetError(f"{self.env.name}: {name} vanished right after it was applied")
+        return self._instance(found)
+
+    def wait_healthy(self, instance: Instance) -> None:
+        health = self.config.health
+        deadline = time.monotonic() + health.timeout_seconds
+        last = "no pod ready yet"
+        while True:
+            deployment = self._deployment(instance.name)
+            if deployment is None:
+                raise UnhealthyError(f"{self.env.name}: {instance.version} disappeared while starting")
+            if _available(deployment):
+                return
+            self._refuse_broken_pods(instance)
+            status = deployment.status
+            last = f"{status.ready_replicas or 0}/{deployment.spec.replicas} ready"
+            if time.monotonic() >= deadline:
+                raise UnhealthyError(
+                    f"{self.env.name}: {instance.version} did not turn ready on {health.path} "
+                    f"within {health.timeout_seconds:g}s ({last})"
+                )
+            report(f"{self.env.name}: waiting for {instance.version} to turn ready ({last})")
+            time.sleep(max(0.25, health.interval_seconds))
+
+    def _refuse_broken_pods(self, instance: Instance) -> None:
+        """Raise UnhealthyError as soon as a pod of ``instance`` reports a fatal state."""
+        pods: Any = self.core.list_namespaced_pod(
+            self.namespace,
+            label_selector=kube.selector(kube.labels(self.config.app, self.env.name, instance.version)),
+        )
+        for pod in pods.items:
+            for status in pod.status.container_statuses or []:
+                waiting = status.state.waiting if status.state else None
+                ended = (status.state.terminated if status.state else None) or (
+                    status.last_state.terminated if status.last_state else None
+                )
+                if ended is not None and (ended.exit_code != 0 or ended.reason == "OOMKilled"):
+                    raise UnhealthyError(
+                        f"{self.env.name}: {instance.version} exited at start ({ended.reason or 'Error'}, "
+                        f"exit code {ended.exit_code}){self._log_tail(pod.metadata.name)}"
+                    )
+                if waiting is not None and waiting.reason in FATAL_WAITING:
+                    message = " ".join((waiting.message or "").split())[:160]
+                    raise UnhealthyError(
+                        f"{self.env.name}: {instance.version}: {waiting.reason}"
+                        + (f": {message}" if message else "")
+                        + self._log_tail(pod.metadata.name)
+                    )
+
+    def _log_tail(self, pod: str) -> str:
+        for previous in (True, False):
+            try:
+                text = self.core.read_namespaced_pod_log(
+                    pod, self.namespace, container="app", tail_lines=3, previous=previous
+                )
+            except ApiException:
+                continue
+            lines = [" ".join(line.split()) for line in str(text).splitlines() if line.strip()]
+            if lines:
+                return "; last log: " + " | ".join(lines)[-240:]
+        return ""
+
+    def stop(self, instance_name: str) -> None:
+        report(f"{self.env.name}: removing {instance_name}")
+        for delete in (self.apps.delete_namespaced_deployment, self.core.delete_namespaced_service):
+            try:
+                # the raw answer: a 1.20 API server answers a Service's DELETE with a Status,
+                # which this client would refuse to parse as a Service after the delete succeeded
+                delete(instance_name, self.namespace, propagation_policy="Background", _preload_content=False)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise TargetError(
+                        f"{self.env.name}: cannot remove {instance_name}: {kube.api_reason(exc)}"
+                    ) from None
+
+    def instances(self) -> list[Instance]:
+        found = self.apps.list_namespaced_deployment(
+            self.namespace, label_selector=kube.selector(kube.labels(self.config.app, self.env.name))
+        )
+        return [self._instance(d) for d in found.items]
+
+    def direct(self, instance: Instance) -> Direct | None:
+        """The version's Service through the API server's service proxy (the HTTP check's way in)."""
+        configuration = self.api.configuration
+        port = self.config.container_port
+        url = f"{configuration.host}/api/v1/namespaces/{self.namespace}/services/{instance.name}:{port}/proxy"
+        headers = {
+            str(auth["key"]): str(auth["value"])
+            for auth in configuration.auth_settings().values()
+            if auth.get("in") == "header" and auth.get("value")
+        }
+        cert = (configuration.cert_file, configuration.key_file) if configuration.cert_file else None
+        verify: bool | str = configuration.ssl_ca_cert or bool(configuration.verify_ssl)
+        return Direct(url=url, headers=headers, verify=verify, cert=cert)
+
+    # helpers --------------------------------------------------------------------------------
+
+    def replicas(self) -> dict[str, int]:
+        """Ready and desired pods of the versions that run, summed (``status --json``)."""
+        ready = desired = 0
+        listed: Any = self.apps.list_namespaced_deployment(
+            self.namespace, label_selector=kube.selector(kube.labels(self.config.app, self.env.name))
+        )
+        for d in listed.items:
+            ready += d.status.ready_replicas or 0
+            desired += d.spec.replicas or 0
+        return {"ready": ready, "desired": desired}
+
+    def _deployment(self, name: str) -> Any | None:
+        try:
+            return self.apps.read_namespaced_deployment(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise TargetError(f"{self.env.name}: cannot read {name}: {kube.api_reason(exc)}") from None
+
+    def _instance(self, deployment: Any) -> Instance:
+        meta = deployment.metadata
+        annotations = meta.annotations or {}
+        image = str(deployment.spec.template.spec.containers[0].image)
+        repository = annotations.get(kube.REPOSITORY) or image.split("@", 1)[0]
+        digest = annotations.get(kube.DIGEST) or image.split("@", 1)[-1]
+        version = meta.labels.get(kube.VERSION, "?")
+        for container in deployment.spec.template.spec.containers:
+            for var in container.env or []:
+                if var.name == "SHIPLIFT_VERSION":
+                    version = var.value
+        return Instance(
+            name=meta.name,
+            version=version,
+            image=ImageRef(repository, digest),
+            backend_url=(
+                f"http://{meta.name}.{self.namespace}.svc.cluster.local:{self.config.container_port}"
+            ),
+        )
+
+
+def version_manifests(
+    config: Config, env: EnvironmentConfig, version: str, image: ImageRef
+) -> list[dict[str, Any]]:
+    """The Deployment and the Service of ``version``, as applied (``shiplift render`` prints them)."""
+    name = kube.version_name(config.app, version)
+    labels = kube.labels(config.app, env.name, version)
+    health = config.health
+    port = config.container_port
+    probe = {"httpGet": {"path": health.path, "port": port}, "periodSeconds": 1, "timeoutSeconds": 2}
+    meta = {
+        "name": name,
+        "namespace": env.target.namespace,
+        "labels": labels,
+        "annotations": {kube.DIGEST: image.digest, kube.REPOSITORY: image.repository},
+    }
+    container = {
+        "name": "app",
+        "image": str(image),
+        # protocol spelled out: server-side apply keys these lists by (port, protocol)
+        "ports": [{"containerPort": port, "protocol": "TCP"}],
+        "env": [
+            {"name": "SHIPLIFT_ENV", "value": env.name},
+            {"name": "SHIPLIFT_VERSION", "value": version},
+            {"name": "PORT", "value": str(port)},
+        ],
+        "readinessProbe": {**probe, "failureThreshold": 2},
+        # the pod leaves the Service's endpoints before the app stops: no request meets a closed port
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", "2"]}}},
+        "livenessProbe": {
+            **probe,
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+            "initialDelaySeconds": int(health.timeout_seconds),
+        },
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": env.target.replicas,
+            "selector": {"matchLabels": labels},
+            "progressDeadlineSeconds": max(60, int(health.timeout_seconds)),
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {kube.DIGEST: image.digest}},
+                "spec": {"containers": [container], "terminationGracePeriodSeconds": 10},
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "selector": labels,
+            "ports": [{"name": "http", "protocol": "TCP", "port": port, "targetPort": port}],
+        },
+    }
+    return [deployment, service]
+
+
+def _available(deployment: Any) -> bool:
+    spec, status = deployment.spec, deployment.status
+    want = spec.replicas or 0
+    return bool(
+        (status.observed_generation or 0) >= (deployment.metadata.generation or 0)
+        and (status.updated_replicas or 0) == want
+        and (status.ready_replicas or 0) >= want
+        and (status.available_replicas or 0) >= want
+    )
+

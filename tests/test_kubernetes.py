@@ -1,0 +1,248 @@
+"""The Kubernetes target on the real local cluster (scripts/cluster.sh): the same config keys,
+flows, gates and promises as on Docker. Environments mix targets within one release."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shiplift.ledger import open_ledger
+from shiplift.model import Phase
+from tests.support.cluster import Cluster, ConnectionLoad
+from tests.support.parts import Project, Registry, make_project, remove_app
+
+pytestmark = [pytest.mark.real, pytest.mark.kubernetes]
+
+ANALYSIS = {
+    "analysis": {
+        "interval_seconds": 2,
+        "count": 2,
+        "success_rate_min": 0.95,
+        "provider": {"kind": "http", "path": "/", "probes": 10},
+    }
+}
+
+
+def node_port() -> int:
+    return random.randint(30100, 32700)
+
+
+def kube_project(tmp: Path, registry: Registry, cluster: Cluster, envs: tuple[str, ...]) -> Project:
+    """dev on Docker when asked for; staging and prod on the cluster (prod: 3 replicas, canary
+    34 → 67 → 100 with an HTTP check through the API server's service proxy)."""
+    from kubernetes import client
+
+    app = f"k{uuid.uuid4().hex[:7]}"
+    project = make_project(tmp, app, registry.address, envs=envs, health_timeout=90)
+    core = client.CoreV1Api(cluster.api())
+    doc = project.config()
+    for env in doc["environments"]:
+        if env["name"] == "dev":
+            continue
+        namespace = f"{app}-{env['name']}"
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+        env["target"] = {"kind": "kubernetes", "namespace": namespace, "kubeconfig": str(cluster.kubeconfig)}
+        env["port"] = project.ports[env["name"]] = node_port()
+        if env["name"] == "prod":
+            env["target"]["replicas"] = 3
+            env["strategy"] = {
+                "kind": "canary",
+                "steps": [{"set_weight": 34}, ANALYSIS, {"set_weight": 67}, ANALYSIS],
+            }
+    project.write_config(doc)
+    return project
+
+
+def drop(project: Project, cluster: Cluster) -> None:
+    from kubernetes import client
+
+    remove_app(project.app)
+    core = client.CoreV1Api(cluster.api())
+    for env in project.ports:
+        if env != "dev":
+            core.delete_namespace(f"{project.app}-{env}")
+
+
+@pytest.fixture
+def kproject(
+    tmp_path: Path, registry: Registry, prefect_api: str, kube_cluster: Cluster
+) -> Iterator[Project]:
+    project = kube_project(tmp_path, registry, kube_cluster, ("dev", "staging", "prod"))
+    yield project
+    drop(project, kube_cluster)
+
+
+@pytest.fixture
+def kprod(tmp_path: Path, registry: Registry, prefect_api: str, kube_cluster: Cluster) -> Iterator[Project]:
+    """prod alone, on the cluster."""
+    project = kube_project(tmp_path, registry, kube_cluster, ("prod",))
+    yield project
+    drop(project, kube_cluster)
+
+
+def versions_seen(url: str, n: int) -> dict[str, int]:
+    seen: dict[str, int] = {}
+    for _ in range(n):
+        with httpx.Client(timeout=5) as http:  # a new connection each time: kube-proxy balances connections
+            version = http.get(url).text.strip()
+        seen[version] = seen.get(version, 0) + 1
+    return seen
+
+
+def test_a_release_goes_from_docker_to_kubernetes_and_a_canary_on_three_replicas(kproject: Project) -> None:
+    for version in ("v1", "v2"):
+        out = kproject.shiplift("release", "--version", version)
+        assert out.returncode == 0, out.stderr
+        for env in ("dev", "staging", "prod"):
+            assert versions_seen(f"{kproject.endpoint(env)}/version", 6) == {version: 6}, env
+    ledger = open_ledger(kproject.ledger_url())
+    prod = next(d for d in ledger.history(kproject.app, "prod") if d.version == "v2")
+    assert prod.phase is Phase.SUCCEEDED
+    events = [m for *_, m in ledger.events(prod.id)]
+    # 34% of 3 pods is one pod: the ledger records the share really in force
+    assert any("33% of traffic on v2" in m or "analysis 2/2: success" in m for m in events), events
+    assert prod.weights == {"v2": 100}
+    status = kproject.status()["environments"]["prod"]
+    assert (status["version"], status["weights"], status["replicas"]) == (
+        "v2",
+        {"v2": 100},
+        {"ready": 3, "desired": 3},
+    )
+
+
+def test_a_version_that_exits_or_never_turns_ready_never_takes_prod_traffic(kprod: Project) -> None:
+    kproject = kprod
+    assert kproject.shiplift("release", "--version", "v1").returncode == 0
+    host, port = "127.0.0.1", kproject.ports["prod"]
+    for version, broken, needle in (
+        ("v2", "exit", "exited at start"),
+        ("v3", "unhealthy", "did not turn ready"),
+    ):
+        with ConnectionLoad(host, port, "/version", rate=100) as load:
+            out = kproject.shiplift("release", "--version", version, "--build-arg", f"BROKEN={broken}")
+            result = load.stop()
+        assert out.returncode != 0 and needle in out.stderr, out.stderr
+        assert result.failed == 0 and result.by_version == {"v1": result.ok}, (
+            result.errors,
+            result.by_version,
+        )
+        assert result.sent >= 100
+    assert versions_seen(f"{kproject.endpoint('prod')}/version", 6) == {"v1": 6}
+
+
+def set_strategy(project: Project, strategy: dict[str, object]) -> None:
+    doc = project.config()
+    doc["environments"][-1]["strategy"] = strategy
+    project.write_config(doc)
+
+
+def deployments(project: Project, cluster: Cluster, env: str = "prod") -> list[str]:
+    from kubernetes import client
+
+    listed = client.AppsV1Api(cluster.api()).list_namespaced_deployment(f"{project.app}-{env}")
+    return sorted(d.metadata.name for d in listed.items)
+
+
+def pod_uids(project: Project, cluster: Cluster, env: str = "prod") -> set[str]:
+    from kubernetes import client
+
+    pods = client.CoreV1Api(cluster.api()).list_namespaced_pod(f"{project.app}-{env}").items
+    return {p.metadata.uid for p in pods if p.metadata.deletion_timestamp is None}
+
+
+def test_a_canary_that_fails_half_its_requests_is_aborted_under_load(kprod: Project) -> None:
+    assert kprod.shiplift("release", "--version", "v1").returncode == 0
+    with ConnectionLoad("127.0.0.1", kprod.ports["prod"], "/", rate=100) as load:
+        out = kprod.shiplift("release", "--version", "v2", "--build-arg", "BROKEN=half")
+        result = load.stop()
+    assert out.returncode != 0 and "v2 aborted: analysis failed" in out.stderr, out.stderr
+    # the analysis bound: one pod of three gets a third of the requests and fails half of them,
+    # for at most two intervals (the failed measurement, and the way back)
+    bound = 100 * (1 / 3) * 0.5 * 2 * ANALYSIS["analysis"]["interval_seconds"] * 2  # type: ignore[index]
+    assert result.failed <= bound, (result.failed, bound, result.errors)
+    assert versions_seen(f"{kprod.endpoint('prod')}/version", 6) == {"v1": 6}
+    status = kprod.status()["environments"]["prod"]
+    assert (status["version"], status["weights"], status["phase"]) == ("v1", {"v1": 100}, "Aborted")
+    assert status["replicas"] == {"ready": 3, "desired": 3}
+
+
+def test_blue_green_switches_and_rolls_back_by_selector_only(kprod: Project, kube_cluster: Cluster) -> None:
+    preview = node_port()
+    set_strategy(kprod, {"kind": "blue_green", "preview_port": preview, "scale_down_delay_seconds": 120})
+    assert kprod.shiplift("release", "--version", "v1").returncode == 0
+    release = kprod.popen("release", "--version", "v2")
+    try:
+        wait = time.monotonic() + 300
+        while time.monotonic() < wait and kprod.version_at("prod") != "v2":
+            time.sleep(0.5)
+        assert versions_seen(f"http://127.0.0.1:{preview}/version", 4) == {"v2": 4}
+        pods = pod_uids(kprod, kube_cluster)
+        with ConnectionLoad("127.0.0.1", kprod.ports["prod"], "/version", rate=100) as load:
+            back = kprod.shiplift("rollback", "--env", "prod")
+            result = load.stop()
+        assert back.returncode == 0, back.stderr
+        assert result.failed == 0, result.errors
+        assert pod_uids(kprod, kube_cluster) <= pods, "the switch back started no pod"
+        assert versions_seen(f"{kprod.endpoint('prod')}/version", 6) == {"v1": 6}
+    finally:
+        os.killpg(release.pid, signal.SIGKILL)  # it waits out scale_down_delay_seconds
+        release.wait()
+
+
+def test_replace_under_load_loses_nothing_and_sigkill_mid_canary_resumes_without_orphans(
+    kprod: Project, kube_cluster: Cluster
+) -> None:
+    set_strategy(kprod, {"kind": "replace"})
+    assert kprod.shiplift("release", "--version", "v1").returncode == 0
+    with ConnectionLoad("127.0.0.1", kprod.ports["prod"], "/version", rate=100) as load:
+        out = kprod.shiplift("release", "--version", "v2")
+        result = load.stop()
+    assert out.returncode == 0, out.stderr
+    assert result.failed == 0 and set(result.by_version) == {"v1", "v2"}, (result.errors, result.by_version)
+
+    steps = [{"set_weight": 34}, {"pause": {"duration_seconds": 60}}, {"set_weight": 67}]
+    set_strategy(kprod, {"kind": "canary", "steps": steps})
+    ledger = open_ledger(kprod.ledger_url())
+    first = kprod.popen("release", "--version", "v3")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        dep = ledger.history(kprod.app, "prod")[0]
+        if dep.version == "v3" and dep.weights == {"v2": 67, "v3": 33}:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the canary did not reach one pod of three")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    killed = ledger.history(kprod.app, "prod")[0]
+    again = kprod.shiplift("release", "--version", "v3", timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming v3 at step {killed.step_index}" in again.stderr
+    done = ledger.deployment(killed.id)
+    assert (done.phase, done.weights) == (Phase.SUCCEEDED, {"v3": 100})
+    assert deployments(kprod, kube_cluster) == [f"{kprod.app}-v3"], "no orphan Deployment"
+    assert versions_seen(f"{kprod.endpoint('prod')}/version", 6) == {"v3": 6}
+
+
+def test_render_prints_what_would_be_applied(kprod: Project) -> None:
+    assert kprod.shiplift("release", "--version", "v1").returncode == 0
+    out = kprod.shiplift("render", "--env", "prod", "--version", "v1", check=True)
+    import yaml
+
+    docs = list(yaml.safe_load_all(out.stdout))
+    kinds = [(d["kind"], d["metadata"]["name"]) for d in docs]
+    assert kinds == [
+        ("Deployment", f"{kprod.app}-v1"),
+        ("Service", f"{kprod.app}-v1"),
+        ("Service", kprod.app),
+    ]
+    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "@sha256:" in container["image"] and container["readinessProbe"]["httpGet"]["path"] == "/healthz"
