@@ -151,6 +151,22 @@ def deployments(project: Project, cluster: Cluster, env: str = "prod") -> list[s
     return sorted(d.metadata.name for d in listed.items)
 
 
+def orphans(project: Project, cluster: Cluster, env: str = "prod") -> tuple[list[str], list[str]]:
+    """The Deployments owning live ReplicaSets, and the Services, in the environment's namespace."""
+    from kubernetes import client
+
+    namespace, api = f"{project.app}-{env}", cluster.api()
+    deadline = time.monotonic() + 60  # a deleted Deployment's ReplicaSets go with the garbage collector
+    while True:
+        sets = client.AppsV1Api(api).list_namespaced_replica_set(namespace).items
+        owners = sorted({ref.name for rs in sets for ref in (rs.metadata.owner_references or [])})
+        if len(owners) <= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    services = sorted(s.metadata.name for s in client.CoreV1Api(api).list_namespaced_service(namespace).items)
+    return owners, services
+
+
 def pod_uids(project: Project, cluster: Cluster, env: str = "prod") -> set[str]:
     from kubernetes import client
 
@@ -229,6 +245,7 @@ def test_replace_under_load_loses_nothing_and_sigkill_mid_canary_resumes_without
     done = ledger.deployment(killed.id)
     assert (done.phase, done.weights) == (Phase.SUCCEEDED, {"v3": 100})
     assert deployments(kprod, kube_cluster) == [f"{kprod.app}-v3"], "no orphan Deployment"
+    assert orphans(kprod, kube_cluster) == ([f"{kprod.app}-v3"], sorted([kprod.app, f"{kprod.app}-v3"]))
     assert versions_seen(f"{kprod.endpoint('prod')}/version", 6) == {"v3": 6}
 
 
