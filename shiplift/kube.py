@@ -98,7 +98,7 @@ def preflight(env: EnvironmentConfig) -> None:
         client.VersionApi(api).get_code(_request_timeout=REQUEST_TIMEOUT)
     except (HTTPError, OSError, ApiException) as exc:
         host = api.configuration.host
-        raise InputError(f"{where}: the API server {host} does not answer: {_reason(exc)}") from None
+        raise InputError(f"{where}: the API server {host} does not answer: {api_reason(exc)}") from None
     review = client.AuthorizationV1Api(api)
     for verb, group, resource in (
         ("get", "", "namespaces"),
@@ -118,7 +118,8 @@ def preflight(env: EnvironmentConfig) -> None:
             )
             allowed = answer.status is not None and answer.status.allowed
         except ApiException as exc:
-            raise InputError(f"{where}: cannot ask the API server what it allows: {_reason(exc)}") from None
+            why = api_reason(exc)
+            raise InputError(f"{where}: cannot ask the API server what it allows: {why}") from None
         if not allowed:
             raise InputError(
                 f"{where}.namespace: the credentials may not {verb} {resource} in {namespace} "
@@ -131,11 +132,7 @@ def preflight(env: EnvironmentConfig) -> None:
             raise InputError(
                 f"{where}.namespace: {namespace} does not exist (kubectl create namespace {namespace})"
             ) from None
-        raise InputError(f"{where}.namespace: {namespace}: {_reason(exc)}") from None
-
-
-def _reason(exc: Any) -> str:
-    return api_reason(exc)
+        raise InputError(f"{where}.namespace: {namespace}: {api_reason(exc)}") from None
 
 
 def api_reason(exc: Any) -> str:
@@ -151,3 +148,12 @@ def api_reason(exc: Any) -> str:
             message = None
     reason = message or getattr(exc, "reason", None) or type(exc).__name__
     return " ".join(str(reason).split())[:200]
+
+
+def deployment_version(deployment: Any) -> str:
+    """The version label a Deployment runs (its ``SHIPLIFT_VERSION``; the version label is a slug)."""
+    for container in deployment.spec.template.spec.containers:
+        for var in container.env or []:
+            if var.name == "SHIPLIFT_VERSION":
+                return str(var.value)
+    return str(deployment.metadata.labels.get(VERSION, "?"))

@@ -302,15 +302,15 @@ class Rollout:
     def _advance(self, index: int, message: str) -> None:
         phase = Phase.PROMOTING if self.promoted else Phase.PROGRESSING
         environment = None
+        moved = self._moved(index)
         if index > len(HEAD):
-            moved = self._moved(index)
             serving = self.new if self.promoted else self.stable
             environment = EnvironmentUpdate(
                 phase,
                 (serving.version, serving.image.digest) if moved and serving else None,
                 self.weights if moved else None,
             )
-        weights = self.weights if self._moved(index) else None
+        weights = self.weights if moved else None
         self.ledger.advance(self.dep.id, phase, index, message, weights, environment=environment)
 
     def _succeed(self, started: float) -> Deployment:
@@ -341,13 +341,13 @@ class Rollout:
         assert stable is not None
         announce(f"{self.env.name}: aborting {self.dep.version}: {reason}")
         self.promoted = False
-        back = self._route_back(stable)
+        stuck = self._route_back(stable)
         self.ledger.finish(
             self.dep.id,
             Phase.ABORTED,
-            reason if back else f"{reason}; the router could not be moved back: {self._back_error}",
+            f"{reason}; the router could not be moved back: {stuck}" if stuck else reason,
             environment=EnvironmentUpdate(
-                Phase.ABORTED, (stable.version, stable.image.digest), self.weights if back else None
+                Phase.ABORTED, (stable.version, stable.image.digest), None if stuck else self.weights
             ),
         )
         if bad:
@@ -366,8 +366,8 @@ class Rollout:
         serves = state is not None and new is not None and state.version == new.version
         back = self._previous() if new is not None and not serves and self._moved(self.index + 1) else None
         if back is not None:
-            if not self._route_back(back):
-                reason += f"; the router could not be moved back: {self._back_error}"
+            if stuck := self._route_back(back):
+                reason += f"; the router could not be moved back: {stuck}"
         elif new is not None and not serves:
             self._remove(new)
         self.ledger.finish(
@@ -380,16 +380,17 @@ class Rollout:
         )
         announce(f"{self.env.name}: {self.dep.version} failed: {reason}")
 
-    _back_error: str = ""
+    def _route_back(self, back: Instance) -> str | None:
+        """100% on ``back``, then (after ``drain_seconds``) remove the new version.
 
-    def _route_back(self, back: Instance) -> bool:
-        """100% on ``back``, then (after ``drain_seconds``) remove the new version; False if stuck."""
+        Returns why the router could not be moved back (the new version then stays up), else ``None``.
+        """
         try:
             self.ports.set_routes(Routes({back.version: back.backend_url}, {back.version: 100}))
         except Exception as exc:  # noqa: BLE001 - reported; the new version then stays up
-            self._back_error = _short(exc)
-            announce(f"{self.env.name}: could not put traffic back on {back.version}: {self._back_error}")
-            return False
+            why = _short(exc)
+            announce(f"{self.env.name}: could not put traffic back on {back.version}: {why}")
+            return why
         self.weights = {back.version: 100}
         self.ledger.advance(
             self.dep.id, Phase.PROGRESSING, self.index, f"traffic back on {back.version}", self.weights
@@ -397,7 +398,7 @@ class Rollout:
         self.ports.sleep(self.env.drain_seconds)  # requests already on their way to the new version finish
         if self.new is not None:
             self._remove(self.new)
-        return True
+        return None
 
     def _remove(self, instance: Instance) -> None:
         try:

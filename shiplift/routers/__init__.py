@@ -19,7 +19,7 @@ environment, never a target object.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from shiplift.errors import ConfigError, RouterError
@@ -68,13 +68,14 @@ class Routes:
     header_route: HeaderRoute | None = None
     sticky: bool = False
     preview: str | None = None
-    needs: frozenset[str] = field(init=False)
 
-    def __post_init__(self) -> None:
+    @property
+    def needs(self) -> frozenset[str]:
+        """The optional capabilities these routes use."""
         needs = {HEADER_ROUTE} if self.header_route else set()
         needs |= {PREVIEW} if self.preview else set()
         needs |= {STICKY} if self.sticky else set()
-        object.__setattr__(self, "needs", frozenset(needs))
+        return frozenset(needs)
 
     def check(self, capabilities: frozenset[str]) -> None:
         """Raise :class:`RouterError` unless these routes are whole and the router can serve them."""

@@ -200,7 +200,7 @@ class ServiceRouter:
         )
         ready: dict[str, int] = {}
         for deployment in listed.items:
-            version = _version(deployment)
+            version = kube.deployment_version(deployment)
             ready[version] = ready.get(version, 0) + (deployment.status.ready_replicas or 0)
         total = sum(ready.values())
         if not total:
@@ -212,15 +212,6 @@ class ServiceRouter:
 
     def metrics_url(self) -> str | None:
         return None
-
-
-def _version(deployment: Any) -> str:
-    for container in deployment.spec.template.spec.containers:
-        for var in container.env or []:
-            if var.name == "SHIPLIFT_VERSION":
-                return str(var.value)
-    return str(deployment.metadata.labels.get(kube.VERSION, "?"))
-
 
 
 def service_manifests(config: Config, env: EnvironmentConfig) -> list[dict[str, Any]]:

@@ -205,14 +205,9 @@ class KubernetesTarget:
         image = str(deployment.spec.template.spec.containers[0].image)
         repository = annotations.get(kube.REPOSITORY) or image.split("@", 1)[0]
         digest = annotations.get(kube.DIGEST) or image.split("@", 1)[-1]
-        version = meta.labels.get(kube.VERSION, "?")
-        for container in deployment.spec.template.spec.containers:
-            for var in container.env or []:
-                if var.name == "SHIPLIFT_VERSION":
-                    version = var.value
         return Instance(
             name=meta.name,
-            version=version,
+            version=kube.deployment_version(deployment),
             image=ImageRef(repository, digest),
             backend_url=(
                 f"http://{meta.name}.{self.namespace}.svc.cluster.local:{self.config.container_port}"
@@ -291,4 +286,3 @@ def _available(deployment: Any) -> bool:
         and (status.ready_replicas or 0) >= want
         and (status.available_replicas or 0) >= want
     )
-
