@@ -59,7 +59,8 @@ class LockTimeout(ReleaseError):
 def environment_lock(
     ctx: Context, env: EnvironmentConfig, timeout_seconds: float | None = None
 ) -> Iterator[None]:
-    """Hold the strict global concurrency limit ``shiplift-<app>-<env>`` (one slot)."""
+    """Hold the strict global concurrency limit ``shiplift-<app>-<env>`` (one slot), then the
+    ledger's lock of the environment (``Ledger.environment_lock``)."""
     name = resource_name(ctx.config.app, env.name)
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, 1)
@@ -74,8 +75,11 @@ def environment_lock(
             lease_duration=LOCK_LEASE_SECONDS,
             timeout_seconds=wait,
         ):
-            held = True
-            yield
+            # and the ledger's own lock: runs that share the ledger but not the Prefect server
+            # (a laptop's temporary one) exclude each other too
+            with ctx.ledger.environment_lock(ctx.config.app, env.name, timeout_seconds=wait):
+                held = True
+                yield
     except TimeoutError:
         if held:
             raise

@@ -692,8 +692,26 @@ class RetryConfig(_Model):
 
 class LedgerConfig(_Model):
     url: str | None = Field(
-        None, description="SQLAlchemy URL; default sqlite:///<config dir>/.shiplift/ledger.db."
+        None,
+        description="postgresql://USER:PASSWORD@HOST:PORT/DB (a shared ledger), sqlite:///PATH "
+        "(relative to the config) or env:VAR; default sqlite:///<config dir>/.shiplift/ledger.db. "
+        "SHIPLIFT_LEDGER_URL overrides it.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*", value):
+            return value
+        if re.match(r"^(postgresql|postgres|sqlite)(\+\w+)?://", value):
+            return value
+        # never echo the value: a mistyped URL may hold a password
+        raise ValueError(
+            "the ledger url is postgresql://USER:PASSWORD@HOST:PORT/DB, sqlite:///PATH or env:VAR"
+        )
 
 
 class Config(_Model):

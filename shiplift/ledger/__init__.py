@@ -1,23 +1,34 @@
 """The ledger: releases, deployments (phase and step index after every step), history.
 
-SQLite by default at ``<config dir>/.shiplift/ledger.db``; any SQLAlchemy URL through the
-``ledger.url`` config key or ``SHIPLIFT_LEDGER_URL``. Alembic migrations run on open.
+SQLite by default at ``<config dir>/.shiplift/ledger.db``; PostgreSQL (shared by a team's
+workers and CLIs) through the ``ledger.url`` config key or ``SHIPLIFT_LEDGER_URL``, either of
+them ``env:VAR``. Alembic migrations run on open, one opener at a time (``database.py``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from shiplift.errors import LedgerError
+from shiplift.ledger.database import (
+    HEAD,
+    MIGRATIONS,
+    LedgerUnavailable,
+    hold,
+    ledger_url,
+    lock_key,
+    make_engine,
+    migrate,
+    normalize,
+    safe_url,
+    unavailable,
+)
 from shiplift.ledger.records import (
     ApprovalRecord,
     BackupRecord,
@@ -44,87 +55,35 @@ from shiplift.ledger.tables import (
 )
 from shiplift.model import Phase, Weights
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-
 __all__ = [
+    "HEAD",
+    "MIGRATIONS",
     "ApprovalRecord",
     "BackupRecord",
     "Deployment",
     "DrillRecord",
     "EnvironmentUpdate",
     "Ledger",
+    "LedgerUnavailable",
     "ReleaseRecord",
     "EnvironmentState",
     "ledger_url",
     "now",
     "open_ledger",
+    "safe_url",
 ]
 
 
-def ledger_url(base_dir: str | Path, configured: str | None = None) -> str:
-    """The ledger URL: ``SHIPLIFT_LEDGER_URL``, else the config's, else SQLite beside the config."""
-    url = os.environ.get("SHIPLIFT_LEDGER_URL") or configured
-    if url:
-        return url
-    path = Path(base_dir) / ".shiplift" / "ledger.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
-
-
-def _engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(conn: Any, _record: Any) -> None:
-            cur = conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-HEAD = "0005"
-"""The newest migration; a ledger at it opens without importing Alembic (half a second saved)."""
-
-
-def _migrate(engine: Engine) -> None:
-    with engine.connect() as conn:
-        at = (
-            conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            if inspect(conn).has_table("alembic_version")
-            else None
-        )
-    if at == HEAD:
-        return
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - never echo an unparsable URL, it may hold a secret
-        return "<unparsable URL>"
-
-
 def open_ledger(url: str) -> Ledger:
-    """Open (and migrate) the ledger at ``url``."""
+    """Open (and migrate) the ledger at ``url``; :class:`LedgerUnavailable` in one line if it cannot."""
+    url = normalize(url)
     try:
-        engine = _engine(url)
-        _migrate(engine)
-    except SQLAlchemyError as exc:
-        raise LedgerError(f"cannot open the ledger at {_safe_url(url)}: {type(exc).__name__}") from None
+        engine = make_engine(url)
+        migrate(engine)
+    except LedgerError as exc:
+        raise LedgerUnavailable(f"cannot open the ledger at {safe_url(url)}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - one line, password masked, never the driver's traceback
+        raise unavailable(url, exc) from None
     return Ledger(engine)
 
 
@@ -139,6 +98,32 @@ class Ledger:
     def _session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
             yield session
+
+    def __repr__(self) -> str:
+        return f"Ledger({safe_url(self.engine.url)})"
+
+    @contextmanager
+    def environment_lock(
+        self, app: str, environment: str, timeout_seconds: float | None = None
+    ) -> Iterator[None]:
+        """Hold ``environment``'s lock across every process and machine that opens this ledger.
+
+        PostgreSQL: a session advisory lock on a connection of its own, freed by the server
+        when the holder's connection or process dies; SQLite: a file lock beside the database.
+        Waits at most ``timeout_seconds`` (``None``: as long as it takes), then raises
+        :class:`TimeoutError` having changed nothing.
+        """
+        with hold(self.engine, ("environment", app, environment), timeout_seconds):
+            yield
+
+    @staticmethod
+    def _serialize(s: Session, *name: str) -> None:
+        """Serialize this transaction with every other one naming ``name`` until it ends.
+
+        SQLite runs one writer at a time already; PostgreSQL takes a transaction advisory lock.
+        """
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(*name)})
 
     # releases -------------------------------------------------------------------------------
 
@@ -158,6 +143,7 @@ class Ledger:
         deployments that served them, keep their digests.
         """
         with self._session() as s:
+            self._serialize(s, "release", app, version)  # two workers recording one build: one row
             row = self._newest(s, app, version)
             if row is None or row.digest != digest:
                 row = ReleaseRow(
@@ -546,12 +532,36 @@ def _event(s: Session, row: DeploymentRow, message: str, at: datetime) -> None:
 def _update_environment(
     s: Session, app: str, environment: str, update: EnvironmentUpdate, at: datetime
 ) -> None:
-    row = s.get(EnvironmentRow, (app, environment))
-    if row is None:
-        row = EnvironmentRow(app=app, environment=environment, version=None, digest=None, weights={})
-        s.add(row)
+    row = _environment_row(s, app, environment, update.phase, at)
     if update.serving is not None:
         row.version, row.digest = update.serving
     if update.weights is not None:
         row.weights = {k: v for k, v in update.weights.items() if v > 0}
     row.phase, row.updated_at = str(update.phase), at
+
+
+def _environment_row(s: Session, app: str, environment: str, phase: Phase, at: datetime) -> EnvironmentRow:
+    """The environment's row, created if missing, locked until the transaction ends.
+
+    Two transitions of one environment at once (two workers, PostgreSQL) neither both insert
+    the row nor overwrite each other's change unseen: the second waits for the first's commit.
+    """
+    dialect = s.get_bind().dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        s.execute(
+            insert(EnvironmentRow)
+            .values(app=app, environment=environment, weights={}, phase=str(phase), updated_at=at)
+            .on_conflict_do_nothing(index_elements=["app", "environment"])
+        )
+        return s.scalars(
+            select(EnvironmentRow)
+            .where(EnvironmentRow.app == app, EnvironmentRow.environment == environment)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one()
+    row = s.get(EnvironmentRow, (app, environment))
+    if row is None:
+        row = EnvironmentRow(app=app, environment=environment, version=None, digest=None, weights={})
+        s.add(row)
+    return row
