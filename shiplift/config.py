@@ -107,6 +107,32 @@ class HealthConfig(_Model):
         return value
 
 
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+"""A Kubernetes resource quantity: 500m, 0.5, 64Mi, 1G."""
+
+
+class ResourceAmounts(_Model):
+    cpu: str | None = Field(None, description="CPU, e.g. 250m or 1.")
+    memory: str | None = Field(None, description="Memory, e.g. 128Mi or 1Gi.")
+
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _quantity(cls, value: object) -> str | None:
+        if value is None:
+            return None
+        text = str(value)
+        if not QUANTITY.fullmatch(text):
+            raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 250m, 1, 128Mi, 1Gi)")
+        return text
+
+
+class KubeResources(_Model):
+    requests: ResourceAmounts | None = Field(None, description="What the scheduler reserves for a pod.")
+    limits: ResourceAmounts | None = Field(
+        None, description="The most a pod may use (over the memory limit, it is OOMKilled)."
+    )
+
+
 class TargetConfig(_Model):
     kind: str = Field(description="Where the environment runs: docker or kubernetes.")
     namespace: str | None = Field(None, description="kubernetes (required): the namespace to deploy into.")
@@ -118,6 +144,9 @@ class TargetConfig(_Model):
         description="kubernetes: the kubeconfig (default: $KUBECONFIG, ~/.kube/config, else in-cluster).",
     )
     replicas: int = Field(1, ge=1, le=100, description="kubernetes: pods per version (docker runs one).")
+    resources: KubeResources | None = Field(
+        None, description="kubernetes: the app container's requests and limits (cpu, memory)."
+    )
 
     @field_validator("kind")
     @classmethod
@@ -132,7 +161,8 @@ class TargetConfig(_Model):
             if self.namespace is None or not DNS_LABEL.fullmatch(self.namespace):
                 raise ValueError("kubernetes needs namespace: a DNS label (lower-case letters, digits, '-')")
             return self
-        given = [k for k in ("namespace", "context", "kubeconfig") if getattr(self, k) is not None]
+        kube_only = ("namespace", "context", "kubeconfig", "resources")
+        given = [k for k in kube_only if getattr(self, k) is not None]
         if self.replicas != 1:
             given.append("replicas")
         if given:

@@ -110,7 +110,8 @@ def preflight(env: EnvironmentConfig) -> None:
             namespace=namespace, verb=verb, group=group, resource=resource, name=None
         )
         if resource == "namespaces":
-            attributes.name, attributes.namespace = namespace, None
+            # as the API server sees GET /api/v1/namespaces/<ns>: a Role in <ns> may grant it
+            attributes.name = namespace
         spec = client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
         try:
             answer = review.create_self_subject_access_review(

@@ -120,11 +120,16 @@ def test_a_release_goes_from_docker_to_kubernetes_and_a_canary_on_three_replicas
 
 def test_a_version_that_exits_or_never_turns_ready_never_takes_prod_traffic(kprod: Project) -> None:
     kproject = kprod
+    doc = kproject.config()
+    doc["environments"][-1]["target"]["resources"] = {"limits": {"memory": "128Mi"}}
+    kproject.write_config(doc)
     assert kproject.shiplift("release", "--version", "v1").returncode == 0
     host, port = "127.0.0.1", kproject.ports["prod"]
     for version, broken, needle in (
-        ("v2", "exit", "exited at start"),
+        ("v2", "exit", "exited at start (Error, exit code 3)"),
         ("v3", "unhealthy", "did not turn ready"),
+        # over target.resources.limits.memory: the pod's own report, not the health timeout
+        ("v4", "oom", "exited at start (OOMKilled, exit code 137)"),
     ):
         with ConnectionLoad(host, port, "/version", rate=100) as load:
             out = kproject.shiplift("release", "--version", version, "--build-arg", f"BROKEN={broken}")
@@ -136,6 +141,72 @@ def test_a_version_that_exits_or_never_turns_ready_never_takes_prod_traffic(kpro
         )
         assert result.sent >= 100
     assert versions_seen(f"{kproject.endpoint('prod')}/version", 6) == {"v1": 6}
+
+
+def test_the_readme_role_is_enough_and_read_only_credentials_are_refused_before_anything_is_applied(
+    kprod: Project, kube_cluster: Cluster, tmp_path: Path
+) -> None:
+    """A ServiceAccount that may only read Deployments: one line, exit 2, nothing applied. The
+    same account bound to the README's Role: the release goes through."""
+    import base64
+    import re
+
+    import yaml
+    from kubernetes import client
+
+    api, namespace = kube_cluster.api(), f"{kprod.app}-prod"
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "deployer"}})
+    read_only = [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"]}]
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "shiplift"}, "rules": read_only})
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "shiplift"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "shiplift"},
+            "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": namespace}],
+        },
+    )
+
+    def token() -> str | None:
+        account = core.read_namespaced_service_account("deployer", namespace)
+        if not account.secrets:
+            return None
+        secret = core.read_namespaced_secret(account.secrets[0].name, namespace)
+        return base64.b64decode(secret.data["token"]).decode()
+
+    deadline = time.monotonic() + 60
+    while (secret := token()) is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert secret, "the token controller made no token for the ServiceAccount"
+    kubeconfig = yaml.safe_load(kube_cluster.kubeconfig.read_text())
+    kubeconfig["users"] = [{"name": "deployer", "user": {"token": secret}}]
+    kubeconfig["contexts"][0]["context"]["user"] = "deployer"
+    path = tmp_path / "deployer.kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    doc = kprod.config()
+    doc["environments"][-1]["target"]["kubeconfig"] = str(path)
+    kprod.write_config(doc)
+
+    out = kprod.shiplift("release", "--version", "v1")
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "credentials may not" in out.stderr and namespace in out.stderr, out.stderr
+    assert deployments(kprod, kube_cluster) == []
+    assert core.list_namespaced_service(namespace).items == []
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(
+        r"```yaml\n(apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n.*?)```", readme, re.S
+    )
+    assert block, "the README's Role"
+    role = yaml.safe_load(block.group(1))
+    rbac.replace_namespaced_role(
+        "shiplift", namespace, {"metadata": {"name": "shiplift"}, "rules": role["rules"]}
+    )
+    out = kprod.shiplift("release", "--version", "v1")
+    assert out.returncode == 0, out.stderr
+    assert versions_seen(f"{kprod.endpoint('prod')}/version", 3) == {"v1": 3}
 
 
 def set_strategy(project: Project, strategy: dict[str, object]) -> None:

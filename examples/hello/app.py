@@ -7,6 +7,7 @@ The build arg BROKEN (baked into the image as the env var HELLO_BROKEN) makes de
   exit       exit at start with code 3
   unhealthy  serve, but answer 500 on /healthz forever
   half       healthy, but answer 500 to every other request on other paths
+  oom        take 512 MB at start (under a smaller memory limit, the kernel kills it)
 """
 
 import itertools
@@ -63,6 +64,9 @@ def main() -> None:
     if BROKEN == "exit":
         print("hello: broken on purpose, exiting", file=sys.stderr)
         sys.exit(3)
+    if BROKEN == "oom":
+        hoard = bytearray(512 * 1024 * 1024)
+        hoard[::4096] = b"x" * len(hoard[::4096])  # touch every page: resident, not just reserved
     time.sleep(SLOW_START)
     server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
     server.daemon_threads = True

@@ -22,6 +22,7 @@ the Service's shape again never resets which pods it selects.
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -38,9 +39,6 @@ from shiplift.routers import PREVIEW, STICKY, Routes
 
 ROUTER_MANAGER = "shiplift-router"
 APPLY = "application/apply-patch+yaml"
-SETTLE_SECONDS = 1.0
-"""After the Service's endpoints change, the time kube-proxy takes to have them in its rules
-(``--iptables-min-sync-period``, 1 s by default)."""
 
 
 class ServiceRouter:
@@ -94,6 +92,7 @@ class ServiceRouter:
         if not live:
             raise RouterError("no version to send traffic to")
         base = kube.labels(self.config.app, self.env.name)
+        first_route = not self._serving()
         if len(live) == 1:
             (version,) = live
             self._scale(version, self.env.target.replicas)
@@ -107,7 +106,7 @@ class ServiceRouter:
             self._select(
                 f"{self.name}-preview"[:63], kube.labels(self.config.app, self.env.name, routes.preview)
             )
-        self._wait_endpoints(actual)
+        self._wait_endpoints(actual, first_route)
         return actual
 
     def _split(self, live: Weights) -> Weights:
@@ -162,26 +161,60 @@ class ServiceRouter:
                 raise RouterError(f"{self.env.name}: {name} has {ready}/{replicas} pods ready after scaling")
             time.sleep(0.25)
 
-    def _wait_endpoints(self, weights: Weights) -> None:
-        """Return once the stable Service's ready endpoints are exactly the pods of ``weights``."""
-        prefixes = {kube.version_name(self.config.app, v) + "-" for v in weights}
+    def _serving(self) -> list[str | None]:
+        """The version label of each ready endpoint of the stable Service (None: not one of ours).
+
+        Pods are told apart by their version label, not their name (``v1``'s pods are not
+        ``v1-2``'s).
+        """
+        try:
+            endpoints: Any = self.core.read_namespaced_endpoints(self.name, self.namespace)
+            pods: Any = self.core.list_namespaced_pod(
+                self.namespace, label_selector=kube.selector(kube.labels(self.config.app, self.env.name))
+            )
+        except ApiException:
+            return []
+        version_of = {p.metadata.name: (p.metadata.labels or {}).get(kube.VERSION) for p in pods.items}
+        return [
+            version_of.get(a.target_ref.name if a.target_ref else "")
+            for subset in (endpoints.subsets or [])
+            for a in (subset.addresses or [])
+        ]
+
+    def _wait_endpoints(self, weights: Weights, first_route: bool) -> None:
+        """Return once the stable Service's ready endpoints are pods of exactly the versions of ``weights``.
+
+        kube-proxy has the new endpoints in its rules within its sync period (1 s by default)
+        after this returns. No request is lost meanwhile: a pod leaving the Service keeps
+        serving through its preStop pause (2 s), and the old version is scaled down only
+        ``drain_seconds`` after the switch (Argo Rollouts' scale-down delay). On the
+        ``first_route`` (the Service had no endpoint), nothing old serves meanwhile and the
+        NodePort refuses connections until kube-proxy has a rule for it: wait for that too.
+        """
+        want = {kube.labels(self.config.app, self.env.name, v)[kube.VERSION] for v in weights}
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            try:
-                endpoints = self.core.read_namespaced_endpoints(self.name, self.namespace)
-            except ApiException:
-                endpoints = None
-            pods = [
-                ((a.target_ref.name or "") if a.target_ref else "")
-                for subset in ((endpoints.subsets if endpoints else None) or [])
-                for a in (subset.addresses or [])
-            ]
-            owners = {p for p in prefixes for pod in pods if pod.startswith(p)}
-            if pods and owners == prefixes and all(any(pod.startswith(p) for p in prefixes) for pod in pods):
-                time.sleep(SETTLE_SECONDS)
+            serving = self._serving()
+            if serving and set(serving) == want:
+                if first_route:
+                    self._wait_node_port(deadline)
                 return
             time.sleep(0.1)
         raise RouterError(f"{self.env.name}: the Service {self.name} did not reach {weights} within 30s")
+
+    def _wait_node_port(self, deadline: float) -> None:
+        address = (self.env.host, self.env.port)
+        while True:
+            try:
+                with socket.create_connection(address, timeout=1):
+                    return
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise RouterError(
+                        f"{self.env.name}: the stable endpoint {address[0]}:{address[1]} does not take "
+                        f"connections ({exc.strerror or exc}); is `host` an address of a node?"
+                    ) from None
+            time.sleep(0.1)
 
     def get_routes(self) -> Weights | None:
         try:

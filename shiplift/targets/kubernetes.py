@@ -223,7 +223,9 @@ def version_manifests(
     labels = kube.labels(config.app, env.name, version)
     health = config.health
     port = config.container_port
-    probe = {"httpGet": {"path": health.path, "port": port}, "periodSeconds": 1, "timeoutSeconds": 2}
+    # probed every second (a new version turns ready fast), but a pod leaves the Service only
+    # after 3 probes of 5 s without an answer: a busy node slows the app, it does not empty it
+    probe = {"httpGet": {"path": health.path, "port": port}, "periodSeconds": 1, "timeoutSeconds": 5}
     meta = {
         "name": name,
         "namespace": env.target.namespace,
@@ -240,7 +242,7 @@ def version_manifests(
             {"name": "SHIPLIFT_VERSION", "value": version},
             {"name": "PORT", "value": str(port)},
         ],
-        "readinessProbe": {**probe, "failureThreshold": 2},
+        "readinessProbe": {**probe, "failureThreshold": 3},
         # the pod leaves the Service's endpoints before the app stops: no request meets a closed port
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", "2"]}}},
         "livenessProbe": {
@@ -250,6 +252,8 @@ def version_manifests(
             "initialDelaySeconds": int(health.timeout_seconds),
         },
     }
+    if env.target.resources is not None:
+        container["resources"] = env.target.resources.model_dump(exclude_none=True)
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

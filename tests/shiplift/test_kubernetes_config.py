@@ -55,6 +55,11 @@ def test_a_mixed_config_parses_with_the_service_router_by_default() -> None:
         ({"target": {"kind": "kubernetes", "namespace": "Shop_Prod"}}, "kubernetes needs namespace"),
         ({"target": {"kind": "docker", "namespace": "x"}}, "namespace: only for a kubernetes target"),
         ({"target": {"kind": "kubernetes", "namespace": "p", "cluster": "x"}}, "cluster"),
+        ({"target": {"kind": "docker", "resources": {"limits": {"memory": "1Gi"}}}}, "resources: only for"),
+        (
+            {"target": {"kind": "kubernetes", "namespace": "p", "resources": {"limits": {"memory": "1 GB"}}}},
+            "'1 GB' is not a Kubernetes quantity",
+        ),
         ({"port": 8080}, "8080: the stable Service's NodePort is 30000-32767"),
         ({"router": {"kind": "traefik"}}, "a kubernetes target takes router service or gateway_api"),
         ({"router": {"kind": "gateway_api"}}, "gateway_api needs gateway"),
@@ -142,3 +147,16 @@ def test_the_cli_refuses_an_unreachable_cluster_with_one_line_and_exit_2(tmp_pat
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "target.kubeconfig" in lines[0] and not result.stdout, result.stderr
+
+
+def test_resources_reach_the_app_container_as_written() -> None:
+    from shiplift.model import ImageRef
+    from shiplift.targets.kubernetes import version_manifests
+
+    resources = {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
+    target = {"kind": "kubernetes", "namespace": "shop-prod", "resources": resources}
+    config = parse_config(config_with(target=target))
+    image = ImageRef(repository="127.0.0.1:5000/shop", digest="sha256:" + "a" * 64)
+    deployment = version_manifests(config, config.environments[1], "v1", image)[0]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == resources
