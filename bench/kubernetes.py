@@ -340,13 +340,12 @@ def main() -> None:
         plain = Plain(docker, api, project.dir, repo, plain_app, namespaces[1])
         plain.setup(plain_port)
 
-        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
         from flows.release import release
+        from shiplift.cli import watched_run_settings
 
         def ship(version: str) -> None:
-            # as `shiplift release` runs the flow (shiplift.cli._run_flow): no heartbeats
-            with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            # as `shiplift release` runs the flow: no heartbeats
+            with watched_run_settings():
                 release(config_path=str(project.config_path), version=version, auto_approve=True)
 
         # warm-up, not timed: base image, Prefect's imports, the stable Services, first pods

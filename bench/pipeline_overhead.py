@@ -3,8 +3,9 @@
 Both sides do the same Docker operations on the same engine, registry and example app:
 build, push, and per environment start the new container, probe its health path, switch the
 Traefik router to it, wait the same drain, stop the old one. shiplift adds Prefect (a real
-`prefect server` on loopback), the ledger and its checks. Rounds alternate which side goes
-first; the script prints each round and the ratio of medians (goal: at most 1.3).
+`prefect server` on loopback), the ledger and its checks; its flow runs in this process as
+`shiplift release` runs it (no flow-run heartbeats: see bench/kubernetes.py). Rounds alternate
+which side goes first; the script prints each round and the ratio of medians (goal: at most 1.3).
 
     uv run python bench/pipeline_overhead.py [--rounds 3]
 """
@@ -171,6 +172,7 @@ def main() -> None:
     project = make_project(tmp, shiplift_app, registry.address, health_timeout=60)
     try:
         from flows.release import release
+        from shiplift.cli import watched_run_settings
 
         plain_setup(client, plain_app)
         repo = f"{registry.address}/{plain_app}"
@@ -189,7 +191,10 @@ def main() -> None:
                 if side == "plain":
                     plain_release(client, project.dir, repo, versions[side], {}, plain_app)
                 else:
-                    release(config_path=str(project.config_path), version=versions[side], auto_approve=True)
+                    with watched_run_settings():
+                        release(
+                            config_path=str(project.config_path), version=versions[side], auto_approve=True
+                        )
                 times[side] = time.perf_counter() - start
             rows.append(times)
             print(

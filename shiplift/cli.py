@@ -21,6 +21,7 @@ import logging
 import subprocess
 import sys
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -76,6 +77,16 @@ def _quiet_prefect(verbose: bool) -> None:
             handler.setLevel(logging.CRITICAL + 1)
 
 
+def watched_run_settings() -> AbstractContextManager[Any]:
+    """Prefect settings for a flow run this process watches to its end: no heartbeats, unless
+    ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` is set (see :func:`_run_flow`; the benches use it too)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ:
+        return nullcontext()
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
 def _run_flow(fn: Any, verbose: bool, **params: Any) -> Any:
     """Run a flow in this process with a live status line; map failures to exit codes.
 
@@ -85,11 +96,6 @@ def _run_flow(fn: Any, verbose: bool, **params: Any) -> Any:
     served by ``shiplift serve`` keep Prefect's setting.
     """
     import prefect.logging.configuration  # noqa: F401 - configure logging before we adjust it
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    beats = (
-        {} if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-    )
 
     _quiet_prefect(verbose)
     status = err.status("starting", spinner="dots") if err.is_terminal else None
@@ -104,7 +110,7 @@ def _run_flow(fn: Any, verbose: bool, **params: Any) -> Any:
     try:
         if status is not None:
             status.start()
-        with temporary_settings(updates=beats):
+        with watched_run_settings():
             return fn(**params)
     except ShipliftError as exc:
         if status is not None:
@@ -259,7 +265,8 @@ def rollback(
     to: Annotated[
         str | None,
         typer.Option(
-            "--to", help="A version that served ENV before (default: the previous good one).",
+            "--to",
+            help="A version that served ENV before (default: the previous good one).",
             callback=_version,
         ),
     ] = None,
