@@ -763,6 +763,7 @@ class Config(_Model):
     def _unique(self) -> Config:
         names: dict[str, int] = {}
         ports: dict[tuple[str, int], str] = {}
+        namespaces: dict[tuple[str | None, str | None, str | None], str] = {}
         for i, env in enumerate(self.environments):
             if env.name in names:
                 raise KeyedError((("environments", i, "name")), f"duplicate environment {env.name!r}")
@@ -776,6 +777,17 @@ class Config(_Model):
                         f"port {port} is already used by environment {ports[(env.host, port)]!r}",
                     )
                 ports[(env.host, port)] = env.name
+            if env.target.kind == "kubernetes":
+                # a version's Deployment is <app>-<version>: two environments in one namespace
+                # of one cluster would apply the same objects
+                place = (env.target.kubeconfig, env.target.context, env.target.namespace)
+                if place in namespaces:
+                    raise KeyedError(
+                        ("environments", i, "target", "namespace"),
+                        f"namespace {env.target.namespace} is already used by environment "
+                        f"{namespaces[place]!r}: give each environment its own",
+                    )
+                namespaces[place] = env.name
         seen: set[str] = set()
         for i, db in enumerate(self.databases):
             if db.name in seen:

@@ -160,3 +160,14 @@ def test_resources_reach_the_app_container_as_written() -> None:
     deployment = version_manifests(config, config.environments[1], "v1", image)[0]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["resources"] == resources
+
+
+def test_two_environments_in_one_namespace_are_refused() -> None:
+    doc = yaml.safe_load(config_with())
+    staging = {**doc["environments"][1], "name": "staging", "port": 30085}
+    doc["environments"].insert(1, staging)
+    with pytest.raises(ConfigError) as info:
+        parse_config(yaml.safe_dump(doc))
+    assert "namespace shop-prod is already used by environment 'staging'" in str(info.value)
+    staging["target"] = {**staging["target"], "namespace": "shop-staging"}
+    assert [e.name for e in parse_config(yaml.safe_dump(doc)).environments] == ["dev", "staging", "prod"]
