@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install and start everything shiplift's demo and tests need on a fresh Debian machine.
 # Idempotent: a second run only checks, and takes a few seconds.
-#   Debian packages: docker.io, docker-registry, debootstrap, postgresql, chromium, prometheus
+#   Debian packages: docker.io, docker-registry, debootstrap, postgresql, chromium, prometheus, openssh-server
 #   (apt-get; prometheus only for the tests of the Prometheus analysis provider), and what the
 #   local Kubernetes cluster needs (scripts/cluster.sh: Go and the build tools, etcd, CNI plugins,
 #   conntrack, iptables, openssl); nodejs and npm only where the machine has no npm
@@ -17,7 +17,8 @@ mkdir -p "$STATE"
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
-APT_PACKAGES=(docker.io docker-registry debootstrap postgresql chromium prometheus git curl ca-certificates)
+APT_PACKAGES=(docker.io docker-registry debootstrap postgresql chromium prometheus git curl ca-certificates
+  openssh-server)  # openssh-server: sshd for the test of an environment on an ssh:// Docker host
 # scripts/cluster.sh: build (golang-go … dpkg-dev, reflect2: see there) and run (etcd-server …)
 APT_PACKAGES+=(golang-go golang-github-modern-go-reflect2-dev jq rsync gcc libc6-dev dpkg-dev
   etcd-server containernetworking-plugins conntrack iptables iproute2 openssl)

@@ -316,12 +316,17 @@ def rollback(
 
 def _preflight(cfg: Config, names: list[str]) -> None:
     """Kubernetes environments among ``names``: the API server answers and the credentials may
-    deploy into the namespace, checked before anything runs (one line and exit 2 if not)."""
+    deploy into the namespace; docker ones with a ``target.host``: that engine answers. Checked
+    before anything runs (one line and exit 2 if not)."""
     for env in cfg.environments:
         if env.name in names and env.target.kind == "kubernetes":
             from shiplift.kube import preflight
 
             preflight(env)
+        elif env.name in names and env.target.host is not None:
+            from shiplift import dockerhost
+
+            dockerhost.preflight(env)
 
 
 @app.command()

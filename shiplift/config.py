@@ -147,6 +147,19 @@ class TargetConfig(_Model):
     resources: KubeResources | None = Field(
         None, description="kubernetes: the app container's requests and limits (cpu, memory)."
     )
+    host: str | None = Field(
+        None,
+        description="docker: the environment's Docker engine, unix:///path, tcp://host:port or "
+        "ssh://[user@]host (default: $DOCKER_HOST, else the local socket).",
+    )
+    tls_verify: bool | None = Field(
+        None, description="docker, tcp:// host: TLS with verification (default: $DOCKER_TLS_VERIFY set)."
+    )
+    cert_path: str | None = Field(
+        None,
+        description="docker, tcp:// host with TLS: directory of ca.pem, cert.pem, key.pem "
+        "(default: $DOCKER_CERT_PATH, else ~/.docker).",
+    )
 
     @field_validator("kind")
     @classmethod
@@ -155,14 +168,30 @@ class TargetConfig(_Model):
             raise ValueError(f"unknown target kind {value!r} (known: {', '.join(TARGET_KINDS)})")
         return value
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        from shiplift.dockerhost import check_url
+
+        return None if value is None else check_url(value)
+
     @model_validator(mode="after")
     def _fits(self) -> TargetConfig:
         if self.kind == "kubernetes":
             if self.namespace is None or not DNS_LABEL.fullmatch(self.namespace):
                 raise ValueError("kubernetes needs namespace: a DNS label (lower-case letters, digits, '-')")
+            docker_only = ", ".join(
+                k for k in ("host", "tls_verify", "cert_path") if getattr(self, k) is not None
+            )
+            if docker_only:
+                raise ValueError(f"{docker_only}: only for a docker target (this one is kubernetes)")
             return self
-        kube_only = ("namespace", "context", "kubeconfig", "resources")
-        given = [k for k in kube_only if getattr(self, k) is not None]
+        tls = [k for k in ("tls_verify", "cert_path") if getattr(self, k) is not None]
+        if tls and not (self.host or "").startswith("tcp://"):
+            raise ValueError(f"{', '.join(tls)}: only with a tcp:// host")
+        given = [
+            k for k in ("namespace", "context", "kubeconfig", "resources") if getattr(self, k) is not None
+        ]
         if self.replicas != 1:
             given.append("replicas")
         if given:

@@ -162,36 +162,131 @@ def test_serving_process_killed_while_waiting_then_rerun_keeps_the_approvals(pro
     assert [(a.approver, a.accepted) for a in ledger.approvals(dep.id)] == [("alice", True), ("bob", True)]
 
 
-def test_prefect_deploy_works_from_deployments_prefect_yaml(project: Project) -> None:
-    """The same flows, registered with `prefect deploy` on a process work pool."""
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "SHIPLIFT_HOME": str(root), "SHIPLIFT_CONFIG": str(project.config_path)}
-    prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
-    subprocess.run(
-        [*prefect, "work-pool", "create", "shiplift", "--type", "process", "--overwrite"],
-        env=env,
-        cwd=root,
-        check=True,
-        capture_output=True,
-    )
-    deploy = subprocess.run(
-        [*prefect, "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-2000:]
+def test_prefect_deploy_works_from_deployments_prefect_yaml(project: Project, tmp_path: Path) -> None:
+    """The three commands a team runs — `prefect work-pool create`, `prefect deploy --all`,
+    `prefect worker start` — on the prefect.yaml written from the config: every flow registered,
+    the backup and drill schedules of the config, and a run picked up by a worker that starts in
+    an empty directory and clones the project from git."""
+    # this process's Prefect settings were read before the fixture set PREFECT_API_URL
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    async def registered() -> dict[str, tuple[str | None, str | None]]:
-        async with get_client() as client:
+    from tests.support.backups import KEY, sqlite_app
+
+    db = sqlite_app(tmp_path, rows=50)
+    doc = project.config()
+    doc["environments"] = doc["environments"][:1]
+    store = tmp_path / "store"
+    doc["databases"] = [
+        {
+            "name": "main",
+            "url": f"sqlite:///{db}",
+            "store": f"file://{store}",
+            "schedule": "17 2 * * *",
+            "drill_schedule": "43 4 * * 0",
+        }
+    ]
+    project.write_config(doc)
+    # the project's repository, as a worker reaches it: a bare repository behind a file:// URL
+    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@example.com"]
+    subprocess.run([*git, "init", "-q", "-b", "main", str(project.dir)], check=True)
+    subprocess.run([*git, "-C", str(project.dir), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(project.dir), "commit", "-qm", "project"], check=True)
+    bare = tmp_path / "project.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(project.dir), str(bare)], check=True)
+    pool = f"pool-{project.app}"
+    # a worker polls every 10 s by default; 1 s keeps the test short
+    env = {**os.environ, "SHIPLIFT_BACKUP_KEY": KEY, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
+
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "shiplift.prefect_yaml", "--repository", f"file://{bare}",
+         "--work-pool", pool, "--output", "prefect.yaml"],
+        cwd=project.dir, env=env, check=True,
+    )  # fmt: skip
+    create = subprocess.run(
+        [*prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"],
+        env=env, cwd=project.dir, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert create.returncode == 0, create.stdout[-2000:] + create.stderr[-2000:]
+    deploy = subprocess.run(
+        [*prefect, "deploy", "--all", "--prefect-file", "prefect.yaml"],
+        env=env, cwd=project.dir, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-2000:]
+    deployed = time.monotonic() - started
+
+    async def registered() -> dict[str, Any]:
+        async with PrefectClient(os.environ["PREFECT_API_URL"]) as client:
             flows = {f.id: f.name for f in await client.read_flows()}
             return {
-                f"{flows.get(d.flow_id)}/{d.name}": (d.work_pool_name, d.parameters.get("config_path"))
+                f"{flows.get(d.flow_id)}/{d.name}": d
                 for d in await client.read_deployments()
+                if d.work_pool_name == pool
             }
 
     found = asyncio.run(registered())
-    for name in SERVED:
-        assert found[name] == ("shiplift", str(project.config_path)), name
+    # the deployments `shiplift serve` serves, by the same names
+    assert set(found) == {
+        "release/release", "promote/promote", "rollback/rollback",
+        "backup/backup-main", "drill/drill-main", "restore/restore-main", "prune/prune-main",
+    }  # fmt: skip
+    assert {d.parameters.get("config_path") for d in found.values()} == {"shiplift.yaml"}
+    schedules = {
+        name: [(s.schedule.cron, s.schedule.timezone) for s in d.schedules] for name, d in found.items()
+    }
+    assert schedules == {
+        **{name: [] for name in found},
+        "backup/backup-main": [("17 2 * * *", "UTC")],
+        "drill/drill-main": [("43 4 * * 0", "UTC")],
+    }
+    assert found["backup/backup-main"].pull_steps == [
+        {
+            "prefect.deployments.steps.git_clone": {
+                "id": "clone",
+                "repository": f"file://{bare}",
+                "branch": "main",
+            }
+        }
+    ]
+
+    async def start_backup() -> str:
+        async with PrefectClient(os.environ["PREFECT_API_URL"]) as client:
+            run = await client.create_flow_run_from_deployment(
+                found["backup/backup-main"].id, parameters={"reason": "manual"}
+            )
+            return str(run.id)
+
+    run_id = asyncio.run(start_backup())
+    empty = tmp_path / "worker"
+    empty.mkdir()
+    worker = subprocess.Popen(
+        [*prefect, "worker", "start", "--pool", pool, "--limit", "1"],
+        cwd=empty, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    picked = time.monotonic()
+    try:
+        deadline = time.monotonic() + 240
+        while (state := _state(run_id)) not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            assert worker.poll() is None, "the worker exited"
+            assert time.monotonic() < deadline, f"the run was not done in time ({state})"
+            time.sleep(0.5)
+        ran = time.monotonic() - picked
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+
+    async def logs() -> list[str]:
+        async with PrefectClient(os.environ["PREFECT_API_URL"]) as client:
+            found = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(run_id)]))
+            )
+            return [log.message for log in found]
+
+    lines = asyncio.run(logs())
+    assert state == "COMPLETED", "\n".join(lines[-30:])
+    assert any("git_clone" in line for line in lines), lines[:10]
+    assert any(store.rglob("*")), "no backup written to the store"
+    assert list(empty.iterdir()) == [], "the worker ran the flow in its own temporary directory"
+    print(f"deploy {deployed:.1f}s, picked up and completed in {ran:.1f}s")

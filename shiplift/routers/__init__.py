@@ -118,12 +118,14 @@ RouterFactory = Callable[["Config", "EnvironmentConfig"], TrafficRouter]
 
 
 def _traefik(config: Config, env: EnvironmentConfig) -> TrafficRouter:
-    from shiplift.dockerhost import client
+    from shiplift.dockerhost import client_for
     from shiplift.model import resource_name
     from shiplift.routers.traefik import TraefikRouter
 
-    # the environment's network is named as the Docker target names it: one per app and environment
-    return TraefikRouter(client(), app=config.app, env=env, network=resource_name(config.app, env.name))
+    # on the environment's own engine (target.host), beside its containers; the network is named
+    # as the Docker target names it: one per app and environment
+    network = resource_name(config.app, env.name)
+    return TraefikRouter(client_for(env.target), app=config.app, env=env, network=network)
 
 
 def _service(config: Config, env: EnvironmentConfig) -> TrafficRouter:

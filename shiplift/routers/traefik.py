@@ -29,7 +29,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 
 from shiplift.analysis import LATENCY_BUCKETS
 from shiplift.config import EnvironmentConfig
-from shiplift.dockerhost import published_host
+from shiplift.dockerhost import bind_ip, published_host
 from shiplift.errors import RouterError
 from shiplift.model import Weights, resource_name, slug
 from shiplift.progress import report
@@ -163,7 +163,11 @@ def render(app: str, generation: int, routes: Routes) -> str:
 
 
 class TraefikRouter:
-    """Traefik container ``shiplift-<app>--<env>-router`` on the environment's network."""
+    """Traefik container ``shiplift-<app>--<env>-router`` on the environment's network.
+
+    ``client`` is the environment's own engine (``target.host``, else the default one): the
+    router runs beside the environment's containers, on the same Docker host.
+    """
 
     capabilities = frozenset({HEADER_ROUTE, PREVIEW, STICKY})
 
@@ -221,7 +225,7 @@ class TraefikRouter:
         preview = self.env.strategy.preview_port
         ports: dict[str, Any] = {
             f"{WEB_PORT}/tcp": (self.env.host, self.env.port),
-            f"{API_PORT}/tcp": ("127.0.0.1", None),
+            f"{API_PORT}/tcp": (bind_ip(self.env.target.host), None),
         }
         entrypoints = [f"--entrypoints.web.address=:{WEB_PORT}", f"--entrypoints.traefik.address=:{API_PORT}"]
         if preview is not None:
@@ -305,7 +309,7 @@ class TraefikRouter:
         return {by_service.get(name, name): weight for name, weight in in_force.items()}
 
     def api_url(self) -> str:
-        """Traefik's API (and ``/metrics``) endpoint, published on a random loopback port."""
+        """Traefik's API (and ``/metrics``) endpoint, published on a random port of the engine's host."""
         return self._api()
 
     def metrics_url(self) -> str | None:
@@ -368,7 +372,7 @@ class TraefikRouter:
         bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{API_PORT}/tcp") or []
         if not bindings:
             raise RouterError(f"the router of {self.env.name} publishes no API port")
-        return f"http://{published_host()}:{bindings[0]['HostPort']}"
+        return f"http://{published_host(self.env.target.host)}:{bindings[0]['HostPort']}"
 
     def _wait_ready(self, container: Any, timeout: float = 20) -> None:
         api = self._api(container)

@@ -67,10 +67,10 @@ TargetFactory = Callable[["Config", "EnvironmentConfig"], DeployTarget]
 
 
 def _docker(config: Config, env: EnvironmentConfig) -> DeployTarget:
-    from shiplift.dockerhost import client
+    from shiplift.dockerhost import client_for
     from shiplift.targets.docker import DockerTarget
 
-    return DockerTarget(client(), config=config, env=env)
+    return DockerTarget(client_for(env.target), config=config, env=env)
 
 
 def _kubernetes(config: Config, env: EnvironmentConfig) -> DeployTarget:

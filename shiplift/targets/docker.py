@@ -2,8 +2,10 @@
 
 Once healthy, containers carry the restart policy ``unless-stopped``, so Docker itself
 restarts a crashed process; until then a crash is final and reported with its exit code. Each
-container's port is published on loopback (a random port) for health probes; traffic from
-the stable endpoint reaches it over the environment's network by container name.
+container's port is published on a random port for health probes (loopback for a local engine,
+the engine host's address for ``target.host`` tcp:// or ssh://: :mod:`shiplift.dockerhost`);
+traffic from the stable endpoint reaches it over the environment's network by container name.
+The client is the environment's engine (``target.host``), given by the factory.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import httpx
 from docker.errors import APIError, NotFound
 
 from shiplift.config import Config, EnvironmentConfig
-from shiplift.dockerhost import published_host
+from shiplift.dockerhost import bind_ip, published_host
 from shiplift.errors import TargetError, UnhealthyError
 from shiplift.images import ensure_local
 from shiplift.model import ImageRef, resource_name
@@ -68,7 +70,7 @@ class DockerTarget:
                     "io.shiplift.repository": image.repository,
                 },
                 network=self.network_name,
-                ports={f"{self.config.container_port}/tcp": ("127.0.0.1", None)},
+                ports={f"{self.config.container_port}/tcp": (bind_ip(self.env.target.host), None)},
                 environment={"SHIPLIFT_ENV": self.env.name, "SHIPLIFT_VERSION": version},
                 # No restarts until healthy: a crash at start is seen as a crash, with its code.
                 restart_policy={"Name": "no"},
@@ -134,7 +136,7 @@ class DockerTarget:
         )
         if not bindings:
             return None
-        return f"http://{published_host()}:{bindings[0]['HostPort']}"
+        return f"http://{published_host(self.env.target.host)}:{bindings[0]['HostPort']}"
 
     def direct(self, instance: Instance) -> Direct | None:
         container = self._get(instance.name)
