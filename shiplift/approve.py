@@ -1,7 +1,9 @@
 """Sending a decision to a paused release through the Prefect API, then reading its verdict.
 
-This is the one module of the core that talks to Prefect's API: the CLI's ``approve`` and
-``reject`` are API clients, like the UI's Resume button and the bare REST call::
+This module and :mod:`shiplift.trigger` are the core's clients of Prefect's API, both through
+:mod:`shiplift.prefect_api` (Prefect's own client and settings: the active profile,
+``PREFECT_API_URL``, ``PREFECT_API_KEY``, ``PREFECT_API_AUTH_STRING``). The CLI's ``approve``
+and ``reject`` are API clients, like the UI's Resume button and the bare REST call::
 
     curl -X POST "$PREFECT_API_URL/flow_runs/$RUN_ID/resume" -H 'Content-Type: application/json' \\
          -d '{"run_input": {"approved": true, "approver": "alice", "comment": "ship it",
@@ -21,7 +23,7 @@ from shiplift.config import Config
 from shiplift.errors import InputError
 from shiplift.ledger import Ledger, ledger_url, open_ledger
 from shiplift.model import Phase
-from shiplift.prefect_api import ApiError, api_url, check, session
+from shiplift.prefect_api import ApiError, flow_run, session
 
 
 class DecisionError(ApiError):
@@ -85,21 +87,19 @@ def submit_decision(
     ledger = open_ledger(ledger_url(config.root, config.ledger.url))
     run_id, gate = waiting_gate(config, ledger, run_id=run_id, env=env, version=version)
     before = _decisions(ledger, run_id)
-    with session() as api:
-        run = api.get(f"/flow_runs/{run_id}")
-        if run.status_code == 404:
-            raise DecisionError(f"no flow run {run_id} on {api_url()}")
-        check(run)
-        state = (run.json().get("state") or {}).get("type")
+    with session() as (api, server):
+        run = flow_run(api, run_id)
+        if run is None:
+            raise DecisionError(f"no flow run {run_id} on {server.url}")
+        state = run.state.type.value if run.state else None
         if state != "PAUSED":
             raise DecisionError(f"run {run_id} is not waiting for approval (state: {state})")
-        answer = api.post(
-            f"/flow_runs/{run_id}/resume",
-            json={"run_input": {"approved": approved, "approver": approver, "comment": comment, **gate}},
+        answer = api.resume_flow_run(
+            UUID(run_id),
+            run_input={"approved": approved, "approver": approver, "comment": comment, **gate},
         )
-        body = check(answer).json()
-        if body.get("status") not in (None, "ACCEPT"):
-            raise DecisionError(f"the Prefect server refused to resume run {run_id}: {body.get('details')}")
+        if answer.status.value != "ACCEPT":
+            raise DecisionError(f"the Prefect server refused to resume run {run_id}: {answer.details}")
     deadline = time.monotonic() + wait_seconds
     result: dict[str, Any] = {"run_id": run_id, "approver": approver, "approved": approved, **gate}
     while time.monotonic() < deadline:

@@ -1,4 +1,7 @@
-"""Starting a release on the served ``release`` deployment through the Prefect REST API.
+"""Starting a release on the served ``release`` deployment through the Prefect API.
+
+The server and credentials are Prefect's settings (:mod:`shiplift.prefect_api`): the active
+profile, ``PREFECT_API_URL``, ``PREFECT_API_KEY``, ``PREFECT_API_AUTH_STRING``.
 
 The idempotency key is ``<app>:<version>:<git sha>``: the same CI job sent twice starts one
 run. The bare REST equivalent::
@@ -16,10 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from shiplift.config import Config
-from shiplift.prefect_api import ApiError, api_url, check, client, session, ui_url
+from shiplift.prefect_api import ApiError, deployment, flow_run, session
 
 DEPLOYMENT = "release/release"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -38,6 +39,7 @@ def trigger_release(
     auto_approve: bool = False,
     rerun: bool = False,
     force: bool = False,
+    image: str | None = None,
 ) -> dict[str, Any]:
     """Create (or find, by idempotency key) the release run; return its id, state and UI link.
 
@@ -45,49 +47,61 @@ def trigger_release(
     deployment (and the approvals already given) of a run whose process died.
     """
     key = idempotency_key(config, version, git_sha)
+    if image:
+        key += f":{image.rsplit('@', 1)[-1]}"
     if rerun:
         key += f":rerun-{time.time_ns()}"
-    with session() as api:
-        dep = api.get(f"/deployments/name/{DEPLOYMENT}")
-        if dep.status_code == 404:
-            raise ApiError(f"no deployment {DEPLOYMENT} on {api_url()}: start `shiplift serve` first")
-        check(dep)
+    with session() as (api, server):
+        dep = deployment(api, DEPLOYMENT)
+        if dep is None:
+            raise ApiError(f"no deployment {DEPLOYMENT} on {server.url}: start `shiplift serve` first")
         params: dict[str, Any] = {"version": version, "git_sha": git_sha, "author": author}
         if auto_approve:
             params["auto_approve"] = True
         if force:
             params["force"] = True
-        run = api.post(
-            f"/deployments/{dep.json()['id']}/create_flow_run",
-            json={"parameters": params, "idempotency_key": key},
-        )
-        body = check(run).json()
-    run_id = str(body["id"])
+        if image:  # REPO@sha256:…, built and pushed by CI: the release builds nothing
+            params["image"] = image
+        run = api.create_flow_run_from_deployment(dep.id, parameters=params, idempotency_key=key)
+    run_id = str(run.id)
     return {
         "run_id": run_id,
-        "name": body.get("name"),
-        "url": ui_url(run_id),
-        "state": (body.get("state") or {}).get("type"),
+        "name": run.name,
+        "url": server.run_url(run_id),
+        "state": run.state.type.value if run.state else None,
     }
 
 
 def wait_for_run(
     run_id: str, on_state: Callable[[str], None] | None = None, poll: float = 1.0
 ) -> dict[str, Any]:
-    """Follow a run to its final state; report each state change."""
+    """Follow a run to its final state; report each state change.
+
+    A server that is briefly away or answers 5xx is asked again; refused credentials or a run
+    that is gone end the wait with one line.
+    """
+    import httpx
+
     seen = None
-    with client() as api:
+    with session() as (api, server):
         while True:
             try:
-                body = api.get(f"/flow_runs/{run_id}").json()
-            except (httpx.HTTPError, ValueError):
+                run = flow_run(api, run_id)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code < 500:
+                    raise
                 time.sleep(poll)
                 continue
-            state = body.get("state") or {}
-            kind = state.get("type")
+            except httpx.TransportError:
+                time.sleep(poll)
+                continue
+            if run is None:
+                raise ApiError(f"flow run {run_id} is gone from {server.url}")
+            kind = run.state.type.value if run.state else None
             if kind != seen and on_state is not None:
                 on_state(str(kind))
             seen = kind
             if kind in FINAL:
-                return {"run_id": run_id, "state": kind, "message": state.get("message") or ""}
+                message = run.state.message if run.state else None
+                return {"run_id": run_id, "state": kind, "message": message or ""}
             time.sleep(poll)

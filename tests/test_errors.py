@@ -92,7 +92,7 @@ def test_an_unreachable_prefect_api_prints_one_line(project: Project) -> None:
     dead = f"http://127.0.0.1:{free_port()}/api"
     run_id = _waiting_run(project)
     approve = project.shiplift("approve", run_id, "--as", "alice", env={"PREFECT_API_URL": dead})
-    assert approve.returncode == 1 and f"cannot reach the Prefect API at {dead}" in one_line(approve.stderr)
+    assert approve.returncode == 2 and "cannot reach the Prefect API" in one_line(approve.stderr)
     release = project.shiplift("release", "--version", "v1", env={"PREFECT_API_URL": dead}, timeout=300)
     assert release.returncode != 0
     assert "Prefect API" in one_line(release.stderr)
