@@ -508,6 +508,18 @@ def reject(
     _decide(run_id, env, version, as_, False, comment, config, json_out)
 
 
+def _image_ref(value: str | None) -> str | None:
+    """Typer callback: ``--image`` must read REPO@sha256:<64 hex> (checked before the API is called)."""
+    if value is None:
+        return None
+    from shiplift.images import parse_image
+
+    try:
+        return str(parse_image(value))
+    except ShipliftError as exc:
+        raise typer.BadParameter(str(exc).removeprefix(f"--image {value!r}: ")) from None
+
+
 @app.command()
 def trigger(
     version: VersionOpt,
@@ -519,6 +531,14 @@ def trigger(
         str | None, typer.Option("--git-sha", help="Commit (default: GITHUB_SHA or git HEAD).")
     ] = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Pass approval gates.")] = False,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            "--image",
+            help="Release this image, built and pushed by CI (REPO@sha256:…): nothing is built.",
+            callback=_image_ref,
+        ),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the run; exit with its outcome.")] = False,
     rerun: Annotated[
         bool,
@@ -534,7 +554,7 @@ def trigger(
     if auto_approve:
         _auto_approve_allowed(cfg, [e.name for e in cfg.environments])
     sha = git_sha or os.environ.get("GITHUB_SHA") or _git(cfg, "rev-parse", "HEAD")
-    if not sha:
+    if not sha and not image:
         _fail("--git-sha: no git sha (not a git checkout and GITHUB_SHA is not set)", 2)
     from shiplift.trigger import trigger_release, wait_for_run
 
@@ -542,11 +562,12 @@ def trigger(
         run = trigger_release(
             cfg,
             version=version,
-            git_sha=sha,
+            git_sha=sha or "",
             author=_author(cfg, author),
             auto_approve=auto_approve,
             rerun=rerun,
             force=force,
+            image=image,
         )
     except ShipliftError as exc:
         _fail(str(exc), exc.exit_code)
@@ -760,7 +781,6 @@ def main() -> NoReturn:
     except SystemExit as exc:
         _exit_now(exc.code)
     _exit_now(0)
-
 
 
 def _exit_now(code: object) -> NoReturn:

@@ -63,7 +63,29 @@ DAY = 86400.0
 HOUR = 3600.0
 
 
+class SourceConfig(_Model):
+    """Where a served release fetches the commit it builds (see :mod:`shiplift.source`)."""
+
+    git: str = Field(
+        description="Git repository URL (https, ssh, file://) or a path relative to shiplift.yaml; "
+        "image.context is then relative to its top directory."
+    )
+    ref: str = Field("HEAD", description="Branch, tag or commit built when the release names no git sha.")
+
+    @field_validator("git", "ref")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip() or value.startswith("-"):
+            raise ValueError(f"{value!r} must be a non-empty value not starting with '-'")
+        return value
+
+
 class ImageConfig(_Model):
+    source: SourceConfig | None = Field(
+        None,
+        description="Build a served release from a clean checkout of this git repository "
+        "(default: the repository shiplift.yaml is in).",
+    )
     context: str = Field(".", description="Build context, relative to shiplift.yaml.")
     dockerfile: str = Field("Dockerfile", description="Dockerfile, relative to the context.")
     repository: str = Field(description="Registry repository without tag, e.g. 127.0.0.1:5000/hello.")

@@ -3,6 +3,10 @@
 A build is labelled with OCI labels (version, git sha) and ``io.shiplift.context``, a hash of
 the build context, Dockerfile and build args. Building the same version from the same
 context again finds the pushed image by that hash and reuses it: no build, no push.
+
+An image CI already built and pushed is released as it is (``trigger --image REPO@sha256:…``):
+:func:`parse_image` reads the reference and :func:`check_pushed` asks the registry (through
+the engine's distribution API, so with the engine's credentials) that the digest is there.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils.build import exclude_paths
 
 from shiplift.baseimage import base_images, ensure_base_images
-from shiplift.config import Config
+from shiplift.config import REPOSITORY, Config
 from shiplift.errors import BuildError, InputError, PushError
 from shiplift.model import ImageRef
 from shiplift.progress import report
@@ -72,6 +76,37 @@ def find_pushed(client: docker.DockerClient, repository: str, version: str, chas
     except (APIError, DockerException, KeyError):
         return None
     return ImageRef(repository, remote) if remote in local else None
+
+
+def parse_image(text: str) -> ImageRef:
+    """``REPOSITORY@sha256:<64 hex>`` as an :class:`ImageRef`; else :class:`InputError`."""
+    repository, _, digest = text.strip().partition("@") if isinstance(text, str) else ("", "", "")
+    try:
+        if not REPOSITORY.match(repository):
+            raise ValueError(repository)
+        return ImageRef(repository, digest)
+    except ValueError:
+        raise InputError(
+            f"--image {text!r}: expected REPOSITORY@sha256:<64 hex digits>, "
+            "e.g. 127.0.0.1:5000/hello@sha256:…"
+        ) from None
+
+
+def check_pushed(client: docker.DockerClient, image: ImageRef) -> ImageRef:
+    """``image`` when its registry has that digest. :class:`InputError` when the registry says it
+    has not; :class:`PushError` (worth a retry) when the registry cannot be asked."""
+    try:
+        found = client.api.inspect_distribution(str(image))
+    except NotFound:
+        raise InputError(
+            f"--image {image}: the registry has no such digest (push the image first); nothing deployed"
+        ) from None
+    except (APIError, DockerException) as exc:
+        raise PushError(f"cannot look {image} up in its registry: {_one_line(exc)}") from None
+    digest = str((found.get("Descriptor") or {}).get("digest") or "")
+    if digest != image.digest:
+        raise PushError(f"the registry answered {digest or 'no digest'} for {image}")
+    return image
 
 
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|KEY|CREDENTIAL", re.IGNORECASE)

@@ -1,13 +1,17 @@
-"""Tasks for images: find a reusable pushed image, build, push."""
+"""Tasks for images: find a reusable pushed image, build, push, check a pushed digest."""
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from typing import Any
+
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
 
 from shiplift import images
 from shiplift.config import Config
 from shiplift.dockerhost import client
+from shiplift.errors import InputError
 from shiplift.model import ImageRef
 from tasks import is_transient
 
@@ -65,3 +69,34 @@ def push_image(config: Config, version: str) -> ImageRef:
     ref = images.push_image(client(), config.image.repository, version)
     get_run_logger().info("pushed %s", ref)
     return ref
+
+
+def unless_refused(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry what :func:`tasks.is_transient` retries, but never a refusal (:class:`InputError`)."""
+    try:
+        state.result()
+    except InputError:
+        return False
+    except BaseException:  # noqa: BLE001 - is_transient decides
+        pass
+    return is_transient(task, task_run, state)
+
+
+@task(
+    name="check-pushed-image",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=1,
+    retry_condition_fn=unless_refused,
+    timeout_seconds=60,
+)
+def check_pushed_image(image: ImageRef) -> ImageRef:
+    """``image`` when its registry has that digest (an image CI built and pushed); else one line.
+
+    Example:
+        >>> check_pushed_image(ImageRef("127.0.0.1:5000/hello", "sha256:…"))  # doctest: +SKIP
+        ImageRef(repository='127.0.0.1:5000/hello', digest='sha256:…')
+    """
+    found = images.check_pushed(client(), image)
+    get_run_logger().info("%s is in the registry: released as pushed, nothing built", found)
+    return found

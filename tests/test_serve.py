@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +22,7 @@ from prefect.deployments import run_deployment
 
 from shiplift.ledger import open_ledger
 from shiplift.model import Phase
+from tests.support.gitrepo import commit_all
 from tests.support.parts import Project
 
 pytestmark = pytest.mark.real
@@ -88,13 +91,12 @@ def test_the_same_ci_trigger_twice_starts_one_run(project: Project) -> None:
     doc = project.config()
     doc["environments"] = doc["environments"][:1]
     project.write_config(doc)
+    sha = commit_all(project.dir)  # a served release builds the commit it names
     with serving(project):
-        first = project.shiplift(
-            "trigger", "--version", "v1", "--git-sha", "0a1b2c3", "--auto-approve", "--json"
-        )
+        first = project.shiplift("trigger", "--version", "v1", "--git-sha", sha, "--auto-approve", "--json")
         assert first.returncode == 0, first.stderr
         second = project.shiplift(
-            "trigger", "--version", "v1", "--git-sha", "0a1b2c3", "--auto-approve", "--wait", "--json"
+            "trigger", "--version", "v1", "--git-sha", sha, "--auto-approve", "--wait", "--json"
         )
         assert second.returncode == 0, second.stderr
     one, two = json.loads(first.stdout), json.loads(second.stdout)
@@ -124,9 +126,10 @@ def test_serving_process_killed_while_waiting_then_rerun_keeps_the_approvals(pro
     }
     project.write_config(doc)
     ledger = open_ledger(project.ledger_url())
+    sha = commit_all(project.dir)  # a served release builds the commit it names
 
     with serving(project) as serve:
-        first = project.shiplift("trigger", "--version", "v2", "--git-sha", "feed", "--json", check=True)
+        first = project.shiplift("trigger", "--version", "v2", "--git-sha", sha, "--json", check=True)
         old_run = json.loads(first.stdout)["run_id"]
         deadline = time.monotonic() + 300
         while _state(old_run) != "PAUSED":
@@ -141,7 +144,7 @@ def test_serving_process_killed_while_waiting_then_rerun_keeps_the_approvals(pro
 
     with serving(project):
         again = project.shiplift(
-            "trigger", "--version", "v2", "--git-sha", "feed", "--rerun", "--json", check=True
+            "trigger", "--version", "v2", "--git-sha", sha, "--rerun", "--json", check=True
         )
         new_run = json.loads(again.stdout)["run_id"]
         assert new_run != old_run
