@@ -56,6 +56,9 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { log "dockerd did not start; see $STATE/dockerd.log"; exit 1; }
 fi
 bash scripts/cluster.sh build >/dev/null
+# The team stack of docker-compose.yml (tests/test_stack.py): its offline base image, wheelhouse and
+# images (scripts/stack.sh; ~5 min the first time, then a few seconds).
+bash scripts/stack.sh --images >/dev/null
 # The upstream Gateway API schema (npm's @kubernetes-models/gateway-api), for the gateway_api
 # router's tests; node and npm come with the machine, else from Debian.
 command -v npm >/dev/null 2>&1 || { apt-get update -qq; apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
