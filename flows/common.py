@@ -68,18 +68,14 @@ def environment_lock(
     wait = env.lock_timeout_seconds if timeout_seconds is None else timeout_seconds
     held = False
     try:
-        with concurrency(
-            name,
-            occupy=1,
-            strict=True,
-            lease_duration=LOCK_LEASE_SECONDS,
-            timeout_seconds=wait,
+        # then the ledger's own lock: runs that share the ledger but not the Prefect server (a
+        # laptop's temporary one) exclude each other too
+        with (
+            concurrency(name, occupy=1, strict=True, lease_duration=LOCK_LEASE_SECONDS, timeout_seconds=wait),
+            ctx.ledger.environment_lock(ctx.config.app, env.name, timeout_seconds=wait),
         ):
-            # and the ledger's own lock: runs that share the ledger but not the Prefect server
-            # (a laptop's temporary one) exclude each other too
-            with ctx.ledger.environment_lock(ctx.config.app, env.name, timeout_seconds=wait):
-                held = True
-                yield
+            held = True
+            yield
     except TimeoutError:
         if held:
             raise
