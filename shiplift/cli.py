@@ -588,7 +588,9 @@ def trigger(
     if json_out:
         out.print_json(json.dumps({**run, **final}))
     if final["state"] != "COMPLETED":
-        _fail(f"release {version} ended {final['state']}: {final['message']}", 1)
+        # a run refused for its input (an unknown sha, a digest the registry lacks) is bad input
+        refused = "InputError: " in (final["message"] or "")
+        _fail(f"release {version} ended {final['state']}: {final['message']}", 2 if refused else 1)
 
 
 DbOpt = Annotated[str, typer.Option("--db", help="The database's name in databases[].")]

@@ -90,7 +90,7 @@ def test_a_served_release_builds_the_commit_it_names(project: Project, tmpdir_en
         unknown = project.shiplift(
             "trigger", "--version", "v2", "--git-sha", UNKNOWN, "--auto-approve", "--wait"
         )
-    assert unknown.returncode == 1
+    assert unknown.returncode == 2, "a refused input exits 2"
     assert failure_line(unknown).endswith(
         f"git_sha {UNKNOWN}: no such commit in {project.dir} (it has no remote to fetch from); "
         "push it, or name another"
@@ -133,7 +133,7 @@ def test_trigger_image_releases_a_pushed_digest_and_builds_nothing(project: Proj
     released = ledger.release(project.app, "v2")
     assert released is not None and (released.repository, released.digest) == (repository, pushed.digest)
 
-    assert missing.returncode == 1
+    assert missing.returncode == 2, "a refused input exits 2"
     assert failure_line(missing).endswith(
         f"--image {repository}@{missing_digest}: the registry has no such digest (push the image "
         "first); nothing deployed"
