@@ -6,4 +6,5 @@ bash scripts/bootstrap.sh
 uv run ruff check shiplift flows tasks tests bench
 uv run mypy
 uv run lint-imports
-exec uv run pytest "$@"
+# the slowest tests are listed at the end: where the time goes
+exec uv run pytest --durations=30 "$@"
