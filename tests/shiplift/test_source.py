@@ -11,6 +11,7 @@ from shiplift import source
 from shiplift.config import parse_config
 from shiplift.errors import ConfigError, InputError
 from shiplift.images import parse_image
+from tests.support.gitrepo import git
 
 CONFIG = """app: hello
 image: {repository: 127.0.0.1:5000/hello%s}
@@ -18,17 +19,6 @@ health: {path: /healthz}
 environments: [{name: dev, target: {kind: docker}, port: 18081}]
 """
 UNKNOWN = "0123456789abcdef0123456789abcdef01234567"
-
-
-def git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return proc.stdout.strip()
 
 
 def commit(repo: Path, files: dict[str, str], message: str) -> str:
