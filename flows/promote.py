@@ -38,6 +38,7 @@ from flows.rollout import TaskPorts, scale_down_later
 from shiplift.approvals import Outcome, refuse_auto_approve
 from shiplift.config import EnvironmentConfig
 from shiplift.errors import ReleaseError, ShipliftError
+from shiplift.gitops import IN_GIT, record_environment
 from shiplift.ledger import Deployment, EnvironmentState, EnvironmentUpdate
 from shiplift.model import ImageRef, Phase, check_version
 from shiplift.progress import announce
@@ -64,8 +65,13 @@ def deploy_version(
     auto_approve: bool = False,
     previous_level: str | None = None,
     force: bool = False,
+    from_git: str | None = None,
 ) -> Deployment | None:
-    """Promote ``version`` into ``env``; ``None`` when it already serves there."""
+    """Promote ``version`` into ``env``; ``None`` when it already serves there.
+
+    On success the environment's file in the gitops repository is written and pushed (unless
+    ``from_git``, the commit that asked for this promotion: git already says it).
+    """
     refuse(ctx, env, version, force)
     claim = claim_deployment(ctx, env, version, image, kind="promote")
     if claim is None:
@@ -77,6 +83,10 @@ def deploy_version(
         final = rollout.run()
     if rollout.stable is not None and env.strategy.kind == "blue_green":
         scale_down_later(ctx, env, version)
+    if from_git is not None:
+        ctx.ledger.note(final.id, IN_GIT + from_git)
+    else:
+        record_environment(ctx.config, ctx.ledger, env.name, kind="promote", run_id=ctx.run_id, by=author)
     return final
 
 

@@ -22,6 +22,7 @@ from flows.promote import abort_waiting, claim_deployment, locked, refuse_bad
 from flows.rollout import TaskPorts
 from shiplift.config import EnvironmentConfig
 from shiplift.errors import InputError, ReleaseError
+from shiplift.gitops import record_environment
 from shiplift.model import ImageRef, check_version
 from shiplift.rollout import Rollout
 
@@ -41,6 +42,8 @@ def rollback(
         raise InputError(f"{to} never served {env}; promote it instead")
     before = ctx.ledger.environment(app, env)
     aborted = abort_waiting(ctx, environment, by=author or "shiplift rollback")
+    if aborted:
+        record_environment(ctx.config, ctx.ledger, env, kind="abort", run_id=ctx.run_id, by=author)
     state = ctx.ledger.environment(app, env)
     current = state.version if state else None
     result = {"environment": env, "from": (before.version if before else None) or ""}
@@ -61,6 +64,7 @@ def rollback(
     record = ctx.ledger.release(app, to)
     image = ImageRef(record.repository if record else ctx.config.image.repository, served.digest)
     switch_back(ctx, environment, to, image)
+    record_environment(ctx.config, ctx.ledger, env, kind="rollback", run_id=ctx.run_id, by=author)
     return {**result, "version": to, "digest": image.digest, "aborted": ", ".join(aborted)}
 
 

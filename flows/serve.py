@@ -3,7 +3,8 @@
 ``shiplift serve`` calls :func:`serve_flows`; the Prefect UI, the REST API and
 ``prefect deployment run`` then start releases, promotions and rollbacks. Each database of the
 config adds ``backup-<db>`` (on its ``schedule``), ``drill-<db>`` (on its ``drill_schedule``),
-``restore-<db>`` and ``prune-<db>``; every schedule is a cron in UTC.
+``restore-<db>`` and ``prune-<db>``; every schedule is a cron in UTC. With ``gitops``, the
+``sync`` deployment runs every ``gitops.interval_seconds`` (default 30 s).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from flows.backup import backup_flow, drill_flow, prune_flow, restore_flow
 from flows.promote import promote
 from flows.release import release
 from flows.rollback import rollback
+from flows.sync import sync
 from shiplift.config import load_config
 
 
@@ -28,7 +30,14 @@ def deployments(config_path: str) -> list[Any]:
         promote.to_deployment(name="promote", parameters={"config_path": path}),
         rollback.to_deployment(name="rollback", parameters={"config_path": path}),
     ]
-    for db in load_config(path).databases:
+    config = load_config(path)
+    if config.gitops is not None:
+        out.append(
+            sync.to_deployment(
+                name="sync", parameters={"config_path": path}, interval=config.gitops.interval_seconds
+            )
+        )
+    for db in config.databases:
         params = {"config_path": path, "db": db.name}
         out += [
             backup_flow.to_deployment(

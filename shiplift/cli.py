@@ -314,6 +314,69 @@ def rollback(
     _print_result(result, json_out, line)
 
 
+@app.command()
+def sync(
+    env: Annotated[str | None, typer.Option("--env", help="Only this environment.")] = None,
+    config: ConfigOpt = Path("shiplift.yaml"),
+    author: Annotated[str | None, typer.Option("--author", help="Who syncs (default: git user).")] = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Make every environment (or ENV) run what the gitops repository says.
+
+    A version new to an environment is promoted, behind its approval gate (unless
+    approve_by_commit); one that served it before (a `git revert`) is rolled back to, by its
+    digest. A file that does not parse, or a digest the registry lacks: one line, exit 2,
+    nothing changed.
+    """
+    cfg = _load(config)
+    if cfg.gitops is None:
+        _fail("gitops: not in the config; add gitops: {repo: URL} to use sync", 2)
+    if env:
+        _known_env(cfg, env)
+    _preflight(cfg, [env] if env else [e.name for e in cfg.environments])
+    from flows.sync import sync as sync_flow
+
+    result = _run_flow(sync_flow, verbose, config_path=str(config), env=env, author=_author(cfg, author))
+    if json_out:
+        out.print_json(json.dumps(result))
+        return
+    for name, what in result["environments"].items():
+        out.print(f"{name}: {what}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def diff(
+    env: Annotated[str | None, typer.Option("--env", help="Only this environment.")] = None,
+    config: ConfigOpt = Path("shiplift.yaml"),
+    json_out: JsonOpt = False,
+) -> None:
+    """Compare the gitops repository, the ledger and what runs (instances, router weights)."""
+    cfg = _load(config)
+    if env:
+        _known_env(cfg, env)
+    from shiplift.gitops import compare
+
+    envs = [cfg.environment(env)] if env else list(cfg.environments)
+    try:
+        doc = compare(cfg, envs)
+    except ShipliftError as exc:
+        _fail(str(exc), exc.exit_code)
+    if json_out:
+        out.print_json(json.dumps(doc))
+        return
+    table = Table(title=f"{cfg.app}: git / ledger / running")
+    for col in ("environment", "git", "ledger", "running", "drift"):
+        table.add_column(col)
+    for name, e in doc["environments"].items():
+        git = e["git"]
+        git_text = "-" if git is None else (git["error"] or f"{git['version']} @{git['commit'][:8]}")
+        running = ", ".join(i["version"] for i in e["running"]["instances"]) or "-"
+        drift = "; ".join(e["drift"]) or "in sync"
+        table.add_row(name, git_text, e["ledger"]["version"] or "-", running, drift)
+    out.print(table)
+
+
 def _preflight(cfg: Config, names: list[str]) -> None:
     """Kubernetes environments among ``names``: the API server answers and the credentials may
     deploy into the namespace; docker ones with a ``target.host``: that engine answers. Checked
@@ -383,6 +446,12 @@ def status(config: ConfigOpt = Path("shiplift.yaml"), json_out: JsonOpt = False)
 
     try:
         doc = environment_status(cfg)
+        if cfg.gitops is not None:  # git vs the ledger vs what runs; see `shiplift diff`
+            from shiplift.gitops import compare
+
+            found = compare(cfg, list(cfg.environments))["environments"]
+            for name, entry in doc["environments"].items():
+                entry["drift"] = found[name]["drift"]
     except ShipliftError as exc:
         _fail(str(exc), exc.exit_code)
     if json_out:

@@ -595,6 +595,12 @@ class ApprovalConfig(_Model):
         return self
 
 
+class EnvironmentGitops(_Model):
+    approve_by_commit: bool | None = Field(
+        None, description="A commit that changes this environment passes its approval gate."
+    )
+
+
 class EnvironmentConfig(_Model):
     name: Name = Field(description="Level name: dev, qa, staging, prod…")
     target: TargetConfig = Field(
@@ -617,6 +623,9 @@ class EnvironmentConfig(_Model):
     )
     drain_seconds: float = Field(
         1.0, ge=0, le=HOUR, description="Wait after the switch before stopping the old version."
+    )
+    gitops: EnvironmentGitops | None = Field(
+        None, description="This environment's GitOps settings (approve_by_commit)."
     )
     lock_timeout_seconds: float = Field(
         3600,
@@ -771,6 +780,30 @@ class RetryConfig(_Model):
     jitter: float = Field(0.5, ge=0, le=1, description="Random jitter factor on each delay.")
 
 
+class GitopsConfig(_Model):
+    """The environment repository (see :mod:`shiplift.gitops`)."""
+
+    repo: str = Field(description="Git URL of the environment repository (file://, ssh, https).")
+    branch: str = Field("main", description="The branch that says what runs.")
+    path: str = Field("environments", description="Directory of <env>/<app>.yaml in the repository.")
+    self_heal: bool = Field(True, description="sync restores what drifted (a stopped container, weights).")
+    interval_seconds: float = Field(
+        30, ge=5, le=DAY, description="How often the served sync deployment runs (shiplift serve)."
+    )
+    approve_by_commit: bool = Field(
+        False,
+        description="A commit that changes an environment passes its approval gate (default: the "
+        "gate holds); an environment's gitops.approve_by_commit overrides it.",
+    )
+
+    @field_validator("repo", "branch", "path")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        if not value.strip() or value.startswith("-") or ".." in value.split("/"):
+            raise ValueError(f"{short(value)} must be non-empty, not start with '-' nor contain '..'")
+        return value.strip()
+
+
 class LedgerConfig(_Model):
     url: str | None = Field(
         None,
@@ -806,6 +839,9 @@ class Config(_Model):
     )
     retries: RetryConfig = Field(default_factory=RetryConfig, description="Retries of transient steps.")
     ledger: LedgerConfig = Field(default_factory=LedgerConfig, description="Where the ledger is kept.")
+    gitops: GitopsConfig | None = Field(
+        None, description="The environment repository that records and says what runs (default: none)."
+    )
     base_dir: Annotated[
         str, Field(exclude=True, description="The config file's directory (set by load_config; not a key).")
     ] = "."
@@ -879,6 +915,12 @@ class Config(_Model):
                 return env
         known = ", ".join(e.name for e in self.environments)
         raise ConfigError(f"environment {name!r} is not in the config (known: {known})")
+
+    def approve_by_commit(self, env: EnvironmentConfig) -> bool:
+        """Whether a gitops commit passes ``env``'s approval gate (the environment's say wins)."""
+        if env.gitops is not None and env.gitops.approve_by_commit is not None:
+            return env.gitops.approve_by_commit
+        return self.gitops is not None and self.gitops.approve_by_commit
 
     def index_of(self, name: str) -> int:
         return self.environments.index(self.environment(name))

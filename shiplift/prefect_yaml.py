@@ -92,6 +92,11 @@ def document(
             _deployment(name, entry[name], work_pool, config_path=config_path)
             for name in ("backup", "drill", "restore", "prune")
         ]
+    if config is not None and config.gitops is not None:
+        sync = _deployment("sync", "flows.sync.sync", work_pool, config_path=config_path)
+        every = config.gitops.interval_seconds
+        sync["schedules"] = [{"interval": int(every) if every.is_integer() else every}]
+        deployments.append(sync)
     for db in config.databases if config else []:
         params = {"config_path": config_path, "db": db.name}
         backup = _deployment(f"backup-{db.name}", entry["backup"], work_pool, **params, reason="scheduled")

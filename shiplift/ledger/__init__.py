@@ -342,6 +342,17 @@ class Ledger:
             )
             return [(aware(r.at) or now(), r.phase, r.step_index, r.message) for r in rows]
 
+    def note(self, deployment_id: int, message: str, *, reason: bool = False) -> None:
+        """Add a line to a deployment's event log; its phase and step stay as they are.
+
+        ``reason``: the line becomes the deployment's reason too, when it has none.
+        """
+        with self._session() as s:
+            row = s.get_one(DeploymentRow, deployment_id)
+            if reason and not row.reason:
+                row.reason = message
+            _event(s, row, message, now())
+
     def previous_good(self, app: str, environment: str, current_version: str | None) -> Deployment | None:
         """The newest succeeded deployment in ``environment`` of a version other than the current."""
         with self._session() as s:
