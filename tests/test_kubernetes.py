@@ -50,6 +50,9 @@ def kube_project(tmp: Path, registry: Registry, cluster: Cluster, envs: tuple[st
         namespace = f"{app}-{env['name']}"
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
         env["target"] = {"kind": "kubernetes", "namespace": namespace, "kubeconfig": str(cluster.kubeconfig)}
+        # A pod without a CPU request gets the kernel's smallest CPU weight (cpu.shares 2): while an
+        # image builds on this node, its answers stalled past the load's 10 s timeout. As in production.
+        env["target"]["resources"] = {"requests": {"cpu": "100m"}}
         env["port"] = project.ports[env["name"]] = node_port()
         if env["name"] == "prod":
             env["target"]["replicas"] = 3
@@ -121,7 +124,7 @@ def test_a_release_goes_from_docker_to_kubernetes_and_a_canary_on_three_replicas
 def test_a_version_that_exits_or_never_turns_ready_never_takes_prod_traffic(kprod: Project) -> None:
     kproject = kprod
     doc = kproject.config()
-    doc["environments"][-1]["target"]["resources"] = {"limits": {"memory": "128Mi"}}
+    doc["environments"][-1]["target"]["resources"]["limits"] = {"memory": "128Mi"}
     kproject.write_config(doc)
     assert kproject.shiplift("release", "--version", "v1").returncode == 0
     host, port = "127.0.0.1", kproject.ports["prod"]
@@ -136,8 +139,10 @@ def test_a_version_that_exits_or_never_turns_ready_never_takes_prod_traffic(kpro
             result = load.stop()
         assert out.returncode != 0 and needle in out.stderr, out.stderr
         assert result.failed == 0 and result.by_version == {"v1": result.ok}, (
+            version,
             result.errors,
             result.by_version,
+            result.failures,
         )
         assert result.sent >= 100
     assert versions_seen(f"{kproject.endpoint('prod')}/version", 6) == {"v1": 6}

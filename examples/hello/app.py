@@ -27,6 +27,14 @@ PORT = int(os.environ.get("PORT", "8000"))
 STARTED = time.time()
 
 
+class Server(ThreadingHTTPServer):
+    # listen(2) backlog: http.server's default of 5 overflows when a busy machine delays the accept
+    # loop under 100 new connections a second, and a connection whose handshake the kernel dropped
+    # waits seconds for retransmits. Servers meant for production (gunicorn, uvicorn) listen with 2048.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -68,8 +76,7 @@ def main() -> None:
         hoard = bytearray(512 * 1024 * 1024)
         hoard[::4096] = b"x" * len(hoard[::4096])  # touch every page: resident, not just reserved
     time.sleep(SLOW_START)
-    server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
-    server.daemon_threads = True
+    server = Server(("0.0.0.0", PORT), Handler)
     # serve_forever runs in this thread: shut down from another one, then return from main.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     print(f"hello {VERSION} listening on {PORT}", flush=True)

@@ -127,6 +127,7 @@ class ConnectionLoadResult:
     errors: dict[str, int] = field(default_factory=dict)
     by_version: dict[str, int] = field(default_factory=dict)
     samples: list[tuple[float, str]] = field(default_factory=list)
+    failures: list[tuple[float, str]] = field(default_factory=list)
 
 
 class ConnectionLoad:
@@ -143,8 +144,10 @@ class ConnectionLoad:
     async def _one(self) -> None:
         sent_at = time.time()
         request = f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nConnection: close\r\n\r\n".encode()
+        stage = "connect"
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 10)
+            stage = "read"
             try:
                 writer.write(request)
                 data = await asyncio.wait_for(reader.read(), 10)
@@ -162,7 +165,7 @@ class ConnectionLoad:
             )
             good, key = status == "200", f"HTTP {status}"
         except (OSError, TimeoutError, IndexError) as exc:
-            good, key, version = False, type(exc).__name__, "-"
+            good, key, version = False, f"{stage} {type(exc).__name__}", "-"
         result = self.result
         result.sent += 1
         if good:
@@ -172,6 +175,7 @@ class ConnectionLoad:
         else:
             result.failed += 1
             result.errors[key] = result.errors.get(key, 0) + 1
+            result.failures.append((sent_at, key))
 
     async def _run(self) -> None:
         pending: set[asyncio.Task[None]] = set()
