@@ -7,4 +7,4 @@ uv run ruff check shiplift flows tasks tests bench
 uv run mypy
 uv run lint-imports
 # the slowest tests are listed at the end: where the time goes
-exec uv run pytest --durations=30 "$@"
+exec uv run pytest -n 2 --dist loadgroup --durations=30 "$@"

@@ -157,3 +157,17 @@ def kube_cluster() -> Iterator[object]:
     yield cluster
     if not was_up and os.environ.get("SHIPLIFT_KEEP_CLUSTER") != "1":
         Cluster.down()
+
+
+# pytest-xdist (scripts/test.sh runs two workers): what shares one machine-wide part runs on one worker.
+# The cluster is one per machine (test_cluster.py takes it down and up again); the demo and the compose
+# stack both listen on 127.0.0.1:4200 and :5000.
+_XDIST_GROUPS = {"test_demo.py": "loopback-4200", "test_stack.py": "loopback-4200"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        group = "cluster" if "kube_cluster" in fixtures else _XDIST_GROUPS.get(item.path.name)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -127,6 +127,9 @@ def test_a_version_that_exits_or_never_turns_ready_never_takes_prod_traffic(kpro
     doc["environments"][-1]["target"]["resources"]["limits"] = {"memory": "128Mi"}
     kproject.write_config(doc)
     assert kproject.shiplift("release", "--version", "v1").returncode == 0
+    # the health timeout bounds "did not turn ready" (v3); v1 had the usual 90 s to start
+    doc["health"]["timeout_seconds"] = 30
+    kproject.write_config(doc)
     host, port = "127.0.0.1", kproject.ports["prod"]
     for version, broken, needle in (
         ("v2", "exit", "exited at start (Error, exit code 3)"),
