@@ -39,6 +39,10 @@ def test_the_readme_demo_releases_v1_then_v2_everywhere(tmp_path: Path) -> None:
         demo_command.split(), cwd=repo, env=env, capture_output=True, text=True, timeout=1500, check=False
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr  # clean: no failed probes, no uv or pip noise
+    assert "curl: (" not in output, output[-3000:]
+    assert "Bytecode compiled" not in output, output[-3000:]
+    assert "WARNING: " not in output and "level=warning" not in output, output[-3000:]
     for port in (18081, 18082, 18083, 18084):
         assert f"http://127.0.0.1:{port}/version -> v2" in proc.stdout
         assert httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).text.strip() == "v2"
