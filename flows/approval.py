@@ -22,7 +22,9 @@ from shiplift.approvals import ANYONE, Decision, Outcome, outcome, refusal, refu
 from shiplift.config import ApprovalConfig, EnvironmentConfig
 from shiplift.ledger import Deployment, EnvironmentUpdate, now
 from shiplift.model import ImageRef, Phase
+from shiplift.notify import announce_phase, awaited
 from shiplift.progress import announce, report
+from shiplift.rollout import control
 
 AUTO = "(auto-approve)"
 
@@ -33,7 +35,9 @@ class ApprovalInput(RunInput):
     ``app``, ``environment``, ``version`` and ``step`` name the gate the decision is for; the
     form comes filled in with the gate the run waits at. A decision that names another gate
     (a late "yes" meant for staging, or for an earlier pause) is refused and recorded.
-    ``abort`` is how ``shiplift rollback`` stops a rollout that waits for a person.
+    ``abort`` is how ``shiplift rollback`` and ``shiplift abort`` stop a rollout that waits for
+    a person; ``full`` (``shiplift promote --full``), with an approval that counts at a rollout's
+    pause, also skips the rest of the rollout's steps up to its switch.
     """
 
     approved: bool = False
@@ -44,6 +48,7 @@ class ApprovalInput(RunInput):
     version: str = ""
     step: int = -1
     abort: bool = False
+    full: bool = False
 
 
 def gate_of(app: str, name: str, dep: Deployment, step: int) -> dict[str, object]:
@@ -185,6 +190,7 @@ def await_decision(
         f"waiting for {policy.min_approvals} approval(s)",
         environment=None if isinstance(env, str) else EnvironmentUpdate(waiting),
     )
+    announce_phase(ctx.config.app, name, dep.version, waiting, awaited=awaited(policy, author))
     deadline = time.monotonic() + policy.timeout_seconds - max(0.0, (now() - waited_since).total_seconds())
     log = get_run_logger()
     gate = gate_of(ctx.config.app, name, dep, step)
@@ -248,6 +254,8 @@ def await_decision(
             log.warning("%s: decision refused: %s", name, why_not)
             announce(f"{name}: decision refused: {why_not}")
             continue
+        if answer.full and decision.approved and step > 0:
+            control.ask(ledger, dep.id, "full", decision.approver)
         accepted.append(decision)
         log.info("%s: %s %s", name, decision.approver, "approved" if decision.approved else "rejected")
     if verdict is Outcome.REJECTED:

@@ -14,6 +14,10 @@
   Only a manifest's own object is ever deleted (``pipeline.checked_manifests``), and what
   killed drills and backups left behind is removed (``pipeline.sweep``).
 
+Backup, drill and restore show their progress (:func:`shown`): a Prefect progress artifact on
+the run and, from a terminal, the CLI's bar. A failed backup or drill, and each phase of a
+restore, is announced (:mod:`shiplift.notify`): a Prefect event, and a post to ``notify[]``.
+
 A promotion into an environment of ``backup_before`` (by default the last one) takes a backup
 of every database first and links it to the deployment; with ``max_drill_age_hours`` it is
 refused while the newest passed drill is older (see :func:`check_drill_age`).
@@ -22,13 +26,16 @@ refused while the newest passed drill is older (see :func:`check_drill_age`).
 from __future__ import annotations
 
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
-from prefect.events import emit_event
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
 from flows.common import Context, open_context
 from shiplift.approvals import ANYONE, Outcome
@@ -41,16 +48,51 @@ from shiplift.backups.retention import Item, plan
 from shiplift.backups.secrets import Secrets
 from shiplift.backups.stores import Store, store_for
 from shiplift.config import ApprovalConfig, DatabaseConfig
-from shiplift.errors import BackupError, ReleaseError
+from shiplift.errors import BackupError, ReleaseError, ShipliftError
 from shiplift.ledger import BackupRecord, Deployment, now
 from shiplift.model import Phase
-from shiplift.progress import announce
+from shiplift.notify import BACKUP_FAILED, DRILL_FAILED, announce_phase
+from shiplift.progress import Listener, Transfer, announce, listening, moved, working
 from tasks.backup import fetch_backup, read_secret_block, restore_and_verify, restore_live, take_backup
 
 
 def open_parts(ctx: Context, name: str) -> Parts:
     """Database ``name``'s parts; a URL or key in a Prefect Secret block is read here."""
     return _open_parts(ctx.config.root, ctx.config.database(name), Secrets(read_block=read_secret_block))
+
+
+class ProgressArtifact(Listener):
+    """Long work's progress as a Prefect progress artifact on the run: created when the work
+    starts, updated at most every second and at each new phase, 100 when it is done."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.id: UUID | None = None
+        self.phase, self.at, self.percent = "", 0.0, 0.0
+
+    def started(self, work: str) -> None:
+        created = create_progress_artifact(progress=0.0, key=self.key, description=f"{work}: starting")
+        assert isinstance(created, UUID)  # the sync form: the flows are sync
+        self.id = created
+
+    def moved(self, work: str, transfer: Transfer) -> None:
+        if self.id is None or (transfer.phase == self.phase and time.monotonic() - self.at < 1.0):
+            return
+        self.phase, self.at, self.percent = transfer.phase, time.monotonic(), transfer.percent
+        size = f"{transfer.done / 1e6:.1f} MB" if transfer.done >= 1e5 else f"{transfer.done} bytes"
+        update_progress_artifact(self.id, self.percent, description=f"{work}: {transfer.phase}, {size}")
+
+    def ended(self, work: str, ok: bool) -> None:
+        if self.id is not None:
+            done = f"{work}: done" if ok else f"{work}: failed during {self.phase or 'its start'}"
+            update_progress_artifact(self.id, 100.0 if ok else self.percent, description=done)
+
+
+@contextmanager
+def shown(key: str, work: str) -> Iterator[None]:
+    """``work``'s progress on the run as the progress artifact ``key`` (and on the CLI's terminal)."""
+    with listening(ProgressArtifact(key)), working(work):
+        yield
 
 
 def live_release(ctx: Context) -> dict[str, Any] | None:
@@ -64,9 +106,16 @@ def live_release(ctx: Context) -> dict[str, Any] | None:
 
 def backup_and_record(ctx: Context, name: str, reason: str, deployment_id: int | None = None) -> Manifest:
     """A backup of database ``name``, recorded in the ledger (linked to ``deployment_id``)."""
-    parts = open_parts(ctx, name)
-    announce(f"backup of {name}: {reason}")
-    manifest = take_backup(parts, live_release(ctx), reason)
+    try:
+        parts = open_parts(ctx, name)
+        announce(f"backup of {name}: {reason}")
+        with shown(f"backup-progress-{ctx.config.app}--{name}", f"backup of {name}"):
+            manifest = take_backup(parts, live_release(ctx), reason)
+    except Exception as exc:
+        why = str(exc) if isinstance(exc, ShipliftError) else type(exc).__name__
+        details = {"backup_reason": reason}
+        announce_phase(ctx.config.app, name, None, BACKUP_FAILED, reason=why, details=details)
+        raise
     release = manifest.release or {}
     ctx.ledger.record_backup(
         BackupRecord(
@@ -138,9 +187,10 @@ def drill_flow(config_path: str, db: str, backup_id: str | None = None) -> dict[
     restored = seconds = None
     rows: int | None = None
     try:
-        manifest = Manifest.from_dict(job.answer("manifest"))
-        announce(f"drill of {db}: backup {manifest.id}")
-        result = restore_and_verify(job)
+        with shown(f"drill-progress-{ctx.config.app}--{db}", f"drill of {db}"):
+            manifest = Manifest.from_dict(job.answer("manifest"))
+            announce(f"drill of {db}: backup {manifest.id}")
+            result = restore_and_verify(job)
         for line in result.swept:
             announce(f"drill of {db}: {line}")
         restored, seconds, problems, rows = result.restored_in, result.seconds, result.problems, result.rows
@@ -184,11 +234,8 @@ def drill_flow(config_path: str, db: str, backup_id: str | None = None) -> dict[
         description=f"restore drill of {db}",
     )
     if not passed:
-        emit_event(
-            event="shiplift.drill.failed",
-            resource={"prefect.resource.id": f"shiplift.database.{ctx.config.app}.{db}"},
-            payload={"backup": backup_name, "reason": reason, "drill": record.id},
-        )
+        details = {"backup": backup_name, "drill": record.id}
+        announce_phase(ctx.config.app, db, backup_name, DRILL_FAILED, reason=reason, details=details)
         announce(f"drill of {db} failed: {reason}")
         raise BackupError(f"drill of {db} failed: {reason}")
     announce(f"drill of {db} passed: {reason}")
@@ -281,8 +328,10 @@ def restore_flow(
     )
     if verdict is not Outcome.APPROVED:
         ctx.ledger.finish(dep.id, Phase.REJECTED, why)
+        announce_phase(ctx.config.app, label, manifest.id, Phase.REJECTED, reason=why)
         raise ReleaseError(f"restore of {db} from {manifest.id} {why}")
     ctx.ledger.advance(dep.id, Phase.PROGRESSING, 1, why)
+    announce_phase(ctx.config.app, label, manifest.id, Phase.PROGRESSING, reason=why)
     safety: Manifest | None = None
     if parts.engine.exists():
         safety = backup_and_record(ctx, db, f"before restore of {manifest.id}", deployment_id=dep.id)
@@ -294,12 +343,16 @@ def restore_flow(
     try:
         with tempfile.TemporaryDirectory(prefix="shiplift-restore-") as tmp:
             dump = Path(tmp) / "dump"
-            fetch_backup(parts, manifest, dump)
-            restore_live(parts, dump)
+            with shown(f"restore-progress-{ctx.config.app}--{db}", f"restore of {db}"):
+                fetch_backup(parts, manifest, dump)
+                moved(Transfer("restore into the live database", manifest.size_stored, manifest.size_stored))
+                restore_live(parts, dump)
     except BackupError as exc:
         ctx.ledger.finish(dep.id, Phase.FAILED, str(exc))
+        announce_phase(ctx.config.app, label, manifest.id, Phase.FAILED, reason=str(exc))
         raise
     ctx.ledger.finish(dep.id, Phase.SUCCEEDED, f"restored from {manifest.id}; {before}")
+    announce_phase(ctx.config.app, label, manifest.id, Phase.SUCCEEDED, reason=f"restored; {before}")
     announce(
         f"{db} restored from {manifest.id} ({why}); "
         + (f"the state before is backup {safety.id}" if safety else "there was no state before to keep")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -13,6 +13,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
+from shiplift import notify
 from shiplift.config import Config, EnvironmentConfig, load_config
 from shiplift.errors import ReleaseError
 from shiplift.ledger import Ledger, ledger_url, open_ledger
@@ -44,7 +45,26 @@ def open_context(config_path: str) -> Context:
     config = load_config(config_path)
     ledger = open_ledger(ledger_url(config.root, config.ledger.url))
     run_id = flow_run.get_id()
+    install_announcer(config, str(run_id) if run_id else None)
     return Context(config=config, ledger=ledger, run_id=str(run_id) if run_id else None)
+
+
+def install_announcer(config: Config, run_id: str | None) -> None:
+    """This run's phase changes become Prefect events and ``notify[]`` posts (:mod:`shiplift.notify`)."""
+    from prefect import get_run_logger
+    from prefect.events import emit_event
+    from prefect.exceptions import MissingContextError
+
+    from shiplift.prefect_api import ApiError, server
+
+    try:
+        run_url = server().run_url(run_id) if run_id else None
+    except ApiError:  # a temporary server: its runs are gone once it stops
+        run_url = None
+    announcer = notify.Announcer(config.notify, run_url, emit=emit_event)
+    with suppress(MissingContextError):  # the run's log, shown in its page of the Prefect UI
+        announcer.warn = get_run_logger().warning
+    notify.install(announcer)
 
 
 LOCK_LEASE_SECONDS = 60

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -34,16 +35,17 @@ from flows.common import (
     open_context,
     supersede_run,
 )
-from flows.rollout import TaskPorts, scale_down_later
+from flows.rollout import TaskPorts, cancellation_aborts, scale_down_later
 from shiplift.approvals import Outcome, refuse_auto_approve
-from shiplift.config import EnvironmentConfig
-from shiplift.errors import ReleaseError, ShipliftError
+from shiplift.config import EnvironmentConfig, load_config
+from shiplift.errors import InputError, ReleaseError, ShipliftError
 from shiplift.gitops import IN_GIT, record_environment
-from shiplift.ledger import Deployment, EnvironmentState, EnvironmentUpdate
+from shiplift.ledger import Deployment, EnvironmentState, EnvironmentUpdate, ledger_url, open_ledger
 from shiplift.model import ImageRef, Phase, check_version
+from shiplift.notify import announce_phase
 from shiplift.progress import announce
-from shiplift.rollout import Rollout, abandon
-from tasks.deploy import prepare_environment
+from shiplift.rollout import Rollout, abandon, control
+from tasks.deploy import compare_settings, prepare_environment
 from tasks.traffic import get_routes
 
 
@@ -77,7 +79,7 @@ def deploy_version(
     if claim is None:
         return None
     approve(ctx, env, claim, image, author=author, auto_approve=auto_approve, previous_level=previous_level)
-    with locked(ctx, env, claim) as dep:
+    with locked(ctx, env, claim) as dep, cancellation_aborts(ctx, dep):
         back_up(ctx, env, dep)
         rollout = Rollout(ctx.ledger, env, dep, image, TaskPorts(ctx, env))
         final = rollout.run()
@@ -115,10 +117,13 @@ def claim_deployment(
     ledger, app = ctx.ledger, ctx.config.app
     state = ledger.environment(app, env.name)
     dep = ledger.unfinished(app, env.name, version=version, digest=image.digest)
+    change = None
     if dep is None and state is not None and (state.version, state.digest) == (version, image.digest):
         # the router follows the config (a changed port or host) even when nothing else changes
         ctx.retried(prepare_environment)(ctx.config, env)
-        if ctx.retried(get_routes)(ctx.config, env) == {version: 100}:
+        # a changed setting (env, secrets) is a new deployment of the same digest
+        change = ctx.retried(compare_settings)(ctx.config, env, version, image)
+        if not change and ctx.retried(get_routes)(ctx.config, env) == {version: 100}:
             announce(f"{env.name}: {version} already serves http://{env.host}:{env.port}")
             return None
     if dep is None:
@@ -133,6 +138,9 @@ def claim_deployment(
             previous_digest=state.digest if state else None,
             run_id=ctx.run_id,
         )
+        if change:
+            ledger.note(dep.id, change.describe())  # key names only, never a value
+            announce(f"{env.name}: {version} again, {change.describe()}")
         return Claim(dep, state)
     get_run_logger().info("%s: resuming %s at step %d", env.name, version, dep.step_index)
     announce(f"{env.name}: resuming {version} at step {dep.step_index} from the ledger")
@@ -167,9 +175,11 @@ def approve(
             why,
             environment=EnvironmentUpdate(Phase.SUCCEEDED if served else Phase.PENDING),
         )
+        announce_phase(ctx.config.app, env.name, dep.version, Phase.REJECTED, reason=why)
         announce(f"{env.name}: {dep.version} {why}")
         raise ReleaseError(f"{env.name}: {dep.version} {why}")
     ctx.ledger.advance(dep.id, Phase.PROGRESSING, 0, why, environment=EnvironmentUpdate(Phase.PROGRESSING))
+    announce_phase(ctx.config.app, env.name, dep.version, Phase.PROGRESSING, reason=why)
     announce(f"{env.name}: {why}")
 
 
@@ -184,6 +194,7 @@ def locked(ctx: Context, env: EnvironmentConfig, claim: Claim) -> Iterator[Deplo
     try:
         with environment_lock(ctx, env):
             ledger.advance(dep.id, Phase.PROGRESSING, dep.step_index, "environment lock taken")
+            announce_phase(app, env.name, dep.version, Phase.PROGRESSING)
             state = ledger.environment(app, env.name)
             for other in ledger.unfinished_all(app, env.name):
                 if other.id != dep.id and other.phase in (Phase.PROGRESSING, Phase.PROMOTING):
@@ -207,6 +218,7 @@ def locked(ctx: Context, env: EnvironmentConfig, claim: Claim) -> Iterator[Deplo
             str(exc),
             environment=EnvironmentUpdate(before.phase if before is not None else Phase.PENDING),
         )
+        announce_phase(app, env.name, dep.version, Phase.FAILED, reason=str(exc))
         raise
 
 
@@ -224,56 +236,117 @@ def back_up(ctx: Context, env: EnvironmentConfig, dep: Deployment) -> None:
             f"pre-release backup failed: {exc}",
             environment=EnvironmentUpdate(Phase.SUCCEEDED) if served and served.version else None,
         )
+        why = f"pre-release backup failed: {exc}"
+        announce_phase(ctx.config.app, env.name, dep.version, Phase.FAILED, reason=why)
         announce(f"{env.name}: {dep.version} failed: pre-release backup failed: {exc}")
         raise ReleaseError(f"{env.name}: pre-release backup failed: {exc}") from None
 
 
 ABORT_ANSWER_SECONDS = 60.0
-"""How long an abort waits for the paused run to answer before taking the environment over."""
+"""How long an abort waits for the rollout's run to answer before taking the environment over."""
 
 
 def abort_waiting(ctx: Context, env: EnvironmentConfig, *, by: str) -> list[str]:
-    """Abort every rollout of ``env`` that waits for a person; return the versions aborted.
+    """Abort every rollout of ``env`` that waits for a person (``shiplift rollback``); the versions."""
+    command = f"shiplift rollback --env {env.name}"
+    return [d.version for d in abort_rollouts(ctx, env, by=by, command=command, waiting_only=True)]
 
-    The paused run is resumed with an abort bound to its gate: it puts 100% of the traffic
-    back on its stable version, removes its new version and ends ``Aborted`` (a promotion
-    waiting at its approval gate ends ``Rejected``), then frees the environment lock. A run
-    whose process is gone does not answer: its lock lease lapses and this run aborts the
-    rollout itself, traffic first.
+
+def abort_rollouts(
+    ctx: Context, env: EnvironmentConfig, *, by: str, command: str, waiting_only: bool = False
+) -> list[Deployment]:
+    """Abort the rollouts in progress in ``env`` (only those that wait for a person when
+    ``waiting_only``); return each as it ended.
+
+    The order goes to the ledger (:mod:`shiplift.rollout.control`), and a run paused for a
+    person is resumed with an abort bound to its gate: the run puts 100% of the traffic back on
+    its stable version, removes its new version and ends ``Aborted`` (a promotion waiting at its
+    approval gate ends ``Rejected``), then frees the environment lock. A run whose process is
+    gone does not answer: its lock lease lapses and this run aborts the rollout itself, traffic
+    first. A rollout already switched to its new version is not aborted: roll it back.
     """
     from prefect.flow_runs import resume_flow_run
 
     from flows.approval import gate_of
 
     ledger, app = ctx.ledger, ctx.config.app
-    aborted: list[str] = []
-    for dep in ledger.unfinished_all(app, env.name):
-        if not Phase(dep.phase).waiting:
+    ended: list[Deployment] = []
+    for dep in control.to_abort(ledger, app, env.name):
+        waiting = Phase(dep.phase).waiting
+        if waiting_only and not waiting:
             continue
-        announce(f"{env.name}: aborting the rollout of {dep.version} that waits for a person")
-        answer = {
-            "approved": False,
-            "approver": by,
-            "comment": f"shiplift rollback --env {env.name}",
-            "abort": True,
-            **gate_of(app, env.name, dep, dep.step_index),
-        }
-        if dep.run_id:
+        announce(f"{env.name}: aborting the rollout of {dep.version} ({dep.phase}, step {dep.step_index})")
+        control.ask(ledger, dep.id, "abort", by)
+        if waiting and dep.run_id:
+            answer = {
+                "approved": False,
+                "approver": by,
+                "comment": command,
+                "abort": True,
+                **gate_of(app, env.name, dep, dep.step_index),
+            }
             try:
                 resume_flow_run(UUID(dep.run_id), run_input=answer)
             except Exception as exc:  # noqa: BLE001 - a run that cannot answer is taken over below
                 get_run_logger().warning("%s: run %s did not take the abort: %s", env.name, dep.run_id, exc)
-        deadline = time.monotonic() + env.drain_seconds + ABORT_ANSWER_SECONDS
-        while not Phase(ledger.deployment(dep.id).phase).finished and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not Phase(ledger.deployment(dep.id).phase).finished:
-            _take_over_abort(ctx, env, dep, by)
-        aborted.append(dep.version)
-    return aborted
+        if not _finished(ctx, dep, env.drain_seconds + ABORT_ANSWER_SECONDS):
+            _take_over_abort(ctx, env, dep, f"aborted by {by}; its run did not answer")
+        ended.append(ledger.deployment(dep.id))
+    return ended
 
 
-def _take_over_abort(ctx: Context, env: EnvironmentConfig, dep: Deployment, by: str) -> None:
-    """Abort a rollout whose run did not answer, under the lock once its lease has lapsed."""
+def _finished(ctx: Context, dep: Deployment, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``dep`` to reach a final phase; whether it did."""
+    deadline = time.monotonic() + seconds
+    while not Phase(ctx.ledger.deployment(dep.id).phase).finished:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def promote_full(ctx: Context, env: EnvironmentConfig, *, by: str, version: str | None = None) -> Deployment:
+    """Skip the remaining steps of the rollout in progress in ``env``: 100% on its new version.
+
+    ``by`` must be one who may resume the rollout's pauses (:func:`flows.approval.pause_policy`).
+    A run paused for a person is resumed with an approval that carries the order; judged like
+    any decision, it counts or is refused. Return the deployment as it ended.
+    """
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.approval import gate_of, pause_policy
+
+    ledger, app = ctx.ledger, ctx.config.app
+    dep = control.to_promote(ledger, app, env.name, pause_policy(env), by=by, version=version)
+    announce(f"{env.name}: promoting {dep.version} in full ({dep.phase}, step {dep.step_index})")
+    decided = len(ledger.approvals(dep.id))
+    if Phase(dep.phase).waiting and dep.run_id:
+        answer = {
+            "approved": True,
+            "approver": by,
+            "comment": f"shiplift promote --env {env.name} --full",
+            "full": True,
+            **gate_of(app, env.name, dep, dep.step_index),
+        }
+        resume_flow_run(UUID(dep.run_id), run_input=answer)
+    else:
+        control.ask(ledger, dep.id, "full", by)
+    deadline = time.monotonic() + env.drain_seconds + 2 * ABORT_ANSWER_SECONDS
+    while not Phase((now := ledger.deployment(dep.id)).phase).finished:
+        refused = [a for a in ledger.approvals(dep.id)[decided:] if not a.accepted]
+        if refused:
+            raise InputError(f"{env.name}: promote --full refused: {refused[0].reason}")
+        if time.monotonic() >= deadline:
+            raise ReleaseError(
+                f"{env.name}: {dep.version} is still {now.phase} at step {now.step_index}; its run acts on "
+                "the order at its next step (see shiplift status)"
+            )
+        time.sleep(0.2)
+    return now
+
+
+def _take_over_abort(ctx: Context, env: EnvironmentConfig, dep: Deployment, reason: str) -> None:
+    """Abort a rollout whose run is gone (or cancelled), under the lock once its lease has lapsed."""
     ledger, app = ctx.ledger, ctx.config.app
     # a dead holder's lease lapses within LOCK_LEASE_SECONDS; a live one would have answered
     with environment_lock(ctx, env, timeout_seconds=LOCK_LEASE_SECONDS + ABORT_ANSWER_SECONDS):
@@ -288,12 +361,47 @@ def _take_over_abort(ctx: Context, env: EnvironmentConfig, dep: Deployment, by: 
             left,
             TaskPorts(ctx, env),
             serving=serving,
-            reason=f"aborted by {by}; its run did not answer",
+            reason=reason,
             phase=Phase.ABORTED,
             environment=EnvironmentUpdate(Phase.ABORTED, None, {serving: 100}) if serving else None,
         )
         if left.run_id and ctx.run_id:
             supersede_run(left.run_id, ctx.run_id)
+
+
+def abort_cancelled(flow: Any, flow_run: Any, state: Any) -> None:
+    """``on_cancellation`` hook of ``release`` and ``promote``: abort what the cancelled run left.
+
+    Prefect's runner (``shiplift serve``, a worker) kills a run cancelled from the UI or the
+    API, then calls this. A rollout not yet switched ends ``Aborted``, as ``shiplift abort``
+    ends it: traffic back on the stable version first, then the new version removed. One
+    already switched keeps its new version: the others are stopped and it ends ``Succeeded``.
+    """
+    config_path = (flow_run.parameters or {}).get("config_path")
+    if not config_path:
+        return
+    config = load_config(config_path)
+    ctx = Context(config=config, ledger=open_ledger(ledger_url(config.root, config.ledger.url)), run_id=None)
+    for dep in ctx.ledger.deployment_for_run(str(flow_run.id)):
+        if Phase(dep.phase).finished:
+            continue
+        env = config.environment(dep.environment)
+        announce(f"{env.name}: run {flow_run.name} was cancelled during the rollout of {dep.version}")
+        if dep.phase is not Phase.PROMOTING:
+            _take_over_abort(ctx, env, dep, f"aborted by a cancellation of run {flow_run.name}")
+            continue
+        with environment_lock(ctx, env, timeout_seconds=LOCK_LEASE_SECONDS + ABORT_ANSWER_SECONDS):
+            ports = TaskPorts(ctx, env)
+            new = next((i for i in ports.instances() if i.version == dep.version), None)
+            if new is not None:
+                ports.sleep(env.drain_seconds)
+                ports.stop_others(new)
+            ctx.ledger.finish(
+                dep.id,
+                Phase.SUCCEEDED,
+                f"run {flow_run.name} was cancelled after {dep.version} took all traffic",
+                environment=EnvironmentUpdate(Phase.SUCCEEDED, (dep.version, dep.digest), {dep.version: 100}),
+            )
 
 
 def release_image(ctx: Context, version: str) -> ImageRef:
@@ -306,7 +414,12 @@ def release_image(ctx: Context, version: str) -> ImageRef:
     return ImageRef(record.repository, record.digest)
 
 
-@flow(name="promote", flow_run_name="promote-{version}-to-{to}", log_prints=True)
+@flow(
+    name="promote",
+    flow_run_name="promote-{version}-to-{to}",
+    log_prints=True,
+    on_cancellation=[abort_cancelled],
+)
 def promote(
     config_path: str,
     version: str,

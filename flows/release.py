@@ -28,19 +28,20 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment
 
 from flows.common import Context, open_context
-from flows.promote import deploy_version, refuse_bad
+from flows.promote import abort_cancelled, deploy_version, refuse_bad
 from shiplift import source
 from shiplift.approvals import refuse_auto_approve
 from shiplift.config import Config
-from shiplift.errors import InputError, ReleaseError, ShipliftError
+from shiplift.errors import ConfigError, InputError, ReleaseError, ShipliftError
 from shiplift.images import build_args, parse_image, refuse_secret_build_args
 from shiplift.model import ImageRef, check_version
 from shiplift.progress import announce
+from tasks.deploy import check_settings
 from tasks.images import build_image, check_pushed_image, find_pushed_image, push_image
 from tasks.source import checkout_source
 
 
-@flow(name="release", flow_run_name="release-{version}", log_prints=True)
+@flow(name="release", flow_run_name="release-{version}", log_prints=True, on_cancellation=[abort_cancelled])
 def release(
     config_path: str,
     version: str,
@@ -64,6 +65,8 @@ def release(
     if auto_approve:
         refuse_auto_approve(config.environments)
     refuse_bad(ctx, version, force, "release")  # before anything is built
+    if any(env.secrets for env in config.environments):
+        check_settings(config)  # every secret readable here, before anything is built
 
     if pinned is not None:
         image_ref = check_pushed_image(pinned)
@@ -109,7 +112,7 @@ def release(
         except ShipliftError as exc:
             results[env.name] = f"failed: {exc}"
             _summary(config.app, version, image_ref.digest, results)
-            if isinstance(exc, InputError):
+            if isinstance(exc, InputError | ConfigError):
                 raise
             raise ReleaseError(f"release {version} failed: {exc}") from None
         results[env.name] = "serving"

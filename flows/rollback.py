@@ -24,6 +24,7 @@ from shiplift.config import EnvironmentConfig
 from shiplift.errors import InputError, ReleaseError
 from shiplift.gitops import record_environment
 from shiplift.model import ImageRef, check_version
+from shiplift.notify import announce_phase
 from shiplift.rollout import Rollout
 
 
@@ -78,3 +79,4 @@ def switch_back(ctx: Context, env: EnvironmentConfig, version: str, image: Image
         replaced = ctx.ledger.deployment(dep.id).previous_version
         if replaced and replaced != version:
             ctx.ledger.mark_rolled_back(ctx.config.app, env.name, replaced, f"rolled back to {version}")
+            announce_phase(ctx.config.app, env.name, replaced, "rolled_back", reason=f"back to {version}")

@@ -3,17 +3,23 @@
 The policy itself — which steps a strategy has, resume, abort — lives in the core
 (:mod:`shiplift.rollout`); this module only says how each of its requests runs here: as a
 Prefect task with the config's retry budget (start, wait healthy, set routes, measure, stop),
-a pause of the flow run for a person's decision, and artifacts in the Prefect UI.
+a pause of the flow run for a person's decision, and artifacts in the Prefect UI; and a
+cancellation of the run (the Prefect UI's Cancel) turned into an abort of the rollout.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.client.orchestration import get_client
+from prefect.states import Cancelled
 
 from flows.approval import await_decision, pause_policy
 from flows.common import Context, LockTimeout, environment_lock
@@ -23,6 +29,7 @@ from shiplift.config import AnalysisConfig, BlueGreenStrategy, EnvironmentConfig
 from shiplift.ledger import Deployment
 from shiplift.model import ImageRef, Phase, Weights
 from shiplift.progress import announce
+from shiplift.rollout import control
 from shiplift.routers import Routes, router_for
 from shiplift.targets import Instance
 from tasks.analysis import measure
@@ -98,6 +105,48 @@ class TaskPorts:
             self.progress[key] = created
         else:
             update_progress_artifact(self.progress[key], share)
+
+
+@contextmanager
+def cancellation_aborts(ctx: Context, dep: Deployment) -> Iterator[None]:
+    """While the rollout runs, a cancellation of this flow run becomes an abort of the rollout.
+
+    Prefect's runner (``shiplift serve``, a worker) kills a run cancelled from the UI or the API
+    and then calls its ``on_cancellation`` hook (:func:`flows.promote.abort_cancelled`); a run
+    no runner watches (``shiplift release`` in a terminal) is only marked ``Cancelling``. This
+    watcher reads the run's state every second and turns ``Cancelling`` into an abort order in
+    the ledger (:mod:`shiplift.rollout.control`): the rollout stops within a second of a pause,
+    traffic back on its stable version, and the run ends ``Cancelled``. Both ways end the same.
+    """
+    if ctx.run_id is None:
+        yield
+        return
+    run_id = UUID(ctx.run_id)
+    stop, seen = threading.Event(), []
+
+    def watch() -> None:
+        with get_client(sync_client=True) as client:
+            while not stop.wait(1.0):
+                try:
+                    run = client.read_flow_run(run_id)
+                except Exception:  # noqa: BLE001 - the API may blink; look again in a second
+                    continue
+                if run.state is not None and run.state.is_cancelling():
+                    seen.append(run.name)
+                    control.ask(ctx.ledger, dep.id, "abort", f"a cancellation of run {run.name}")
+                    return
+
+    thread = threading.Thread(target=watch, name="shiplift-cancellation", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+        if seen:
+            with get_client(sync_client=True) as client:
+                message = f"cancelled: the rollout of {dep.version} in {dep.environment} was aborted"
+                client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
 
 
 def scale_down_later(ctx: Context, env: EnvironmentConfig, keep: str) -> None:

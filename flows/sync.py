@@ -35,6 +35,7 @@ from shiplift.gitops import (
     read_running,
     record_environment,
 )
+from shiplift.notify import announce_phase
 from shiplift.progress import announce
 from shiplift.rollout import Rollout
 from tasks.images import check_pushed_image
@@ -166,6 +167,8 @@ def _roll_back(ctx: Context, env: EnvironmentConfig, action: Action, cause: str)
                 replaced,
                 f"rolled back to {desired.version} by git commit {desired.commit[:12]}",
             )
+            why = f"rolled back to {desired.version} by git commit {desired.commit[:12]}"
+            announce_phase(ctx.config.app, env.name, replaced, "rolled_back", reason=why)
     ctx.ledger.note(dep.id, cause, reason=True)
     ctx.ledger.note(dep.id, IN_GIT + desired.commit)
 

@@ -1,8 +1,9 @@
 """Sending a decision to a paused release through the Prefect API, then reading its verdict.
 
 This module and :mod:`shiplift.trigger` are the core's clients of Prefect's API, both through
-:mod:`shiplift.prefect_api` (Prefect's own client and settings: the active profile,
-``PREFECT_API_URL``, ``PREFECT_API_KEY``, ``PREFECT_API_AUTH_STRING``). The CLI's ``approve``
+:mod:`shiplift.prefect_api` (Prefect's settings: the active profile, ``PREFECT_API_URL``,
+``PREFECT_API_KEY``, ``PREFECT_API_AUTH_STRING``); a decision takes its fast way, httpx without
+importing Prefect, wherever that sends what Prefect's client would. The CLI's ``approve``
 and ``reject`` are API clients, like the UI's Resume button and the bare REST call::
 
     curl -X POST "$PREFECT_API_URL/flow_runs/$RUN_ID/resume" -H 'Content-Type: application/json' \\
@@ -23,7 +24,7 @@ from shiplift.config import Config
 from shiplift.errors import InputError
 from shiplift.ledger import Ledger, ledger_url, open_ledger
 from shiplift.model import Phase
-from shiplift.prefect_api import ApiError, flow_run, session
+from shiplift.prefect_api import ApiError, rest_session
 
 
 class DecisionError(ApiError):
@@ -87,19 +88,17 @@ def submit_decision(
     ledger = open_ledger(ledger_url(config.root, config.ledger.url))
     run_id, gate = waiting_gate(config, ledger, run_id=run_id, env=env, version=version)
     before = _decisions(ledger, run_id)
-    with session() as (api, server):
-        run = flow_run(api, run_id)
-        if run is None:
+    with rest_session() as (api, server):
+        state = api.run_state(run_id)
+        if state is None:
             raise DecisionError(f"no flow run {run_id} on {server.url}")
-        state = run.state.type.value if run.state else None
         if state != "PAUSED":
             raise DecisionError(f"run {run_id} is not waiting for approval (state: {state})")
-        answer = api.resume_flow_run(
-            UUID(run_id),
-            run_input={"approved": approved, "approver": approver, "comment": comment, **gate},
+        status, details = api.resume(
+            run_id, {"approved": approved, "approver": approver, "comment": comment, **gate}
         )
-        if answer.status.value != "ACCEPT":
-            raise DecisionError(f"the Prefect server refused to resume run {run_id}: {answer.details}")
+        if status != "ACCEPT":
+            raise DecisionError(f"the Prefect server refused to resume run {run_id}: {details}")
     deadline = time.monotonic() + wait_seconds
     result: dict[str, Any] = {"run_id": run_id, "approver": approver, "approved": approved, **gate}
     while time.monotonic() < deadline:

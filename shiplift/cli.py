@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 
-# Without PREFECT_API_URL Prefect starts a temporary server; give it time on a small machine
-# and keep it from phoning home. Set before Prefect is imported.
+# Without PREFECT_API_URL (or a profile that sets one) the commands that need Prefect use the
+# project's local server (shiplift.localserver, see _prefect_api); should Prefect still start a
+# temporary server, give it time on a small machine; keep either from phoning home. Set before
+# Prefect is imported.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -23,18 +25,21 @@ import sys
 import threading
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from shiplift.config import Config, load_config
 from shiplift.errors import ConfigError, ShipliftError, explain
-from shiplift.progress import set_reporter
+from shiplift.progress import TerminalBar, listening, set_reporter
+
+if TYPE_CHECKING:
+    from shiplift.localserver import LocalServer, Running
 
 app = typer.Typer(
-    add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="shiplift: build, push and promote a containerised app dev → QA → staging → prod.",
@@ -95,6 +100,7 @@ def _run_flow(fn: Any, verbose: bool, **params: Any) -> Any:
     which sleeps in whole seconds, holds up the end of every run by up to one. Deployments
     served by ``shiplift serve`` keep Prefect's setting.
     """
+    _prefect_api(Path(params.get("config_path", "shiplift.yaml")))
     import prefect.logging.configuration  # noqa: F401 - configure logging before we adjust it
 
     _quiet_prefect(verbose)
@@ -110,7 +116,8 @@ def _run_flow(fn: Any, verbose: bool, **params: Any) -> Any:
     try:
         if status is not None:
             status.start()
-        with watched_run_settings():
+        bar = listening(TerminalBar(err, status)) if status is not None else nullcontext()
+        with watched_run_settings(), bar:  # backups, drills, restores: a progress bar
             return fn(**params)
     except ShipliftError as exc:
         if status is not None:
@@ -124,6 +131,55 @@ def _run_flow(fn: Any, verbose: bool, **params: Any) -> Any:
         if status is not None:
             status.stop()
         set_reporter(None)
+
+
+def _configured_api() -> str | None:
+    """The Prefect API URL the environment or the active profile (or a ``prefect.toml``) sets."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    from shiplift.prefect_api import read_settings
+
+    found = read_settings()  # the environment and the profile, without importing Prefect
+    if found.plain:
+        return found.values.get("PREFECT_API_URL") or None
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url or None
+
+
+def _prefect_api(config: Path, start: bool = True) -> None:
+    """A command that needs Prefect: with no API configured, use the project's local server
+    (started first, once, when ``start``; see shiplift.localserver). A configured API wins, and
+    then nothing is started; without ``start`` and no local server, Prefect's settings say why."""
+    if _configured_api():
+        return
+    from shiplift.localserver import LocalServer
+
+    server = LocalServer(config.resolve().parent)
+    try:
+        if start:
+            spinner = err.status("starting the local Prefect server") if err.is_terminal else None
+            with spinner or nullcontext():
+                running, started = server.ensure()
+        else:
+            found, started = server.status(), False
+            if found is None or not found.healthy:
+                return
+            running = found
+    except ShipliftError as exc:
+        _fail(str(exc), exc.exit_code)
+    os.environ["PREFECT_API_URL"] = running.api_url  # this process, and the runs it starts
+    if "prefect.context" in sys.modules:  # Prefect read its settings already: again, then
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
+    if started:
+        err.print(
+            f"shiplift: started the local Prefect server: UI {running.ui_url} (state in "
+            f"{server.shown(server.home)}; `shiplift server stop` stops it)",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _git(config: Config, *args: str) -> str | None:
@@ -225,8 +281,21 @@ def release(
 
 @app.command()
 def promote(
-    version: VersionOpt,
-    to: Annotated[str, typer.Option("--to", help="The environment to promote into.")],
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="Version label, e.g. v2 (letters, digits, . _ -).", callback=_version),
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="The environment to promote into.")] = None,
+    env: Annotated[
+        str | None, typer.Option("--env", help="With --full: the environment whose rollout to finish.")
+    ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Skip the remaining steps of the rollout in progress in --env: 100% on its new version.",
+        ),
+    ] = False,
     config: ConfigOpt = Path("shiplift.yaml"),
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", help="Pass the approval gate, where it allows that.")
@@ -238,8 +307,19 @@ def promote(
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Promote a released VERSION one level, into the environment TO."""
+    """Promote a released VERSION one level, into the environment TO.
+
+    `promote --env ENV --full` finishes the rollout in progress in ENV instead: its remaining
+    steps (weights, pauses, analyses) are skipped and its new version takes all traffic; who
+    did it is in the ledger.
+    """
     cfg = _load(config)
+    if full or env is not None:
+        who = _author(cfg, author)
+        _promote_full(cfg, config, env, full, to, version, auto_approve, who, json_out, verbose)
+        return
+    if version is None or to is None:
+        _fail("promote: give --version V --to ENV (or --env ENV --full for the rollout in progress)", 2)
     _known_env(cfg, to)
     if auto_approve:
         _auto_approve_allowed(cfg, [to])
@@ -311,6 +391,78 @@ def rollback(
     line = f"{env} rolled back to {result['version'] if result else '?'}"
     if result and result.get("aborted"):
         line += f" (aborted the rollout of {result['aborted']})"
+    _print_result(result, json_out, line)
+
+
+def _promote_full(
+    cfg: Config,
+    config: Path,
+    env: str | None,
+    full: bool,
+    to: str | None,
+    version: str | None,
+    auto_approve: bool,
+    author: str | None,
+    json_out: bool,
+    verbose: bool,
+) -> None:
+    """`promote --env ENV --full`: --to starts a promotion, --env names one in progress."""
+    if not full:
+        _fail("--env: only with --full; to promote a version use --version V --to ENV", 2)
+    if to is not None:
+        _fail(f"--full acts on the rollout in progress: name it with --env {to}, not --to {to}", 2)
+    if env is None:
+        _fail("--full: name the environment of the rollout in progress with --env ENV", 2)
+    if auto_approve:
+        _fail("--full acts on the rollout in progress: drop --auto-approve (--full passes no gate)", 2)
+    _known_env(cfg, env)
+    _in_progress(cfg, "promote", env, author, version)
+    from flows.control import promote_full_flow
+
+    result = _run_flow(
+        promote_full_flow, verbose, config_path=str(config), env=env, author=author, version=version
+    )
+    _print_result(result, json_out, f"{env}: {result['version']} promoted in full by {author}")
+
+
+def _in_progress(cfg: Config, what: str, env: str, author: str | None, version: str | None = None) -> None:
+    """Before any flow starts: one line and exit 2 when there is nothing to ``what`` in ``env``."""
+    from shiplift.approvals import ANYONE
+    from shiplift.ledger import ledger_url, open_ledger
+    from shiplift.rollout import control
+
+    try:
+        ledger = open_ledger(ledger_url(cfg.root, cfg.ledger.url))
+        if what == "abort":
+            control.to_abort(ledger, cfg.app, env)
+        else:
+            policy = cfg.environment(env).approval or ANYONE
+            control.to_promote(ledger, cfg.app, env, policy, by=author or "", version=version)
+    except ShipliftError as exc:
+        _fail(str(exc), exc.exit_code)
+
+
+@app.command()
+def abort(
+    env: Annotated[str, typer.Option("--env", help="The environment whose rollout to stop.")],
+    config: ConfigOpt = Path("shiplift.yaml"),
+    author: Annotated[str | None, typer.Option("--author", help="Who aborts (default: git user).")] = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Stop the rollout in progress in ENV: its stable version takes 100% of the traffic again.
+
+    The new version is removed after drain_seconds and the deployment ends Aborted; the version
+    is not marked bad. Nothing in progress: one line, exit 2.
+    """
+    cfg = _load(config)
+    _known_env(cfg, env)
+    _in_progress(cfg, "abort", env, author)
+    _preflight(cfg, [env])
+    from flows.control import abort as abort_flow
+
+    result = _run_flow(abort_flow, verbose, config_path=str(config), env=env, author=_author(cfg, author))
+    line = f"{env}: aborted the rollout of {result['aborted']}; {result['version'] or 'nothing'} serves 100%"
     _print_result(result, json_out, line)
 
 
@@ -439,9 +591,31 @@ def _print_result(result: Any, json_out: bool, line: str) -> None:
 
 
 @app.command()
-def status(config: ConfigOpt = Path("shiplift.yaml"), json_out: JsonOpt = False) -> None:
+def status(
+    config: ConfigOpt = Path("shiplift.yaml"),
+    json_out: JsonOpt = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help="A live view, redrawn as the ledger changes: each environment's step, analysis, "
+            "who is awaited. Ctrl-C leaves.",
+        ),
+    ] = False,
+) -> None:
     """What every environment serves: version, digest, endpoint, weights, phase."""
+    if watch and json_out:
+        _fail("--watch and --json do not go together: drop --watch for one JSON document", 2)
     cfg = _load(config)
+    if watch:
+        from shiplift.watch import watch as watch_ledger
+
+        try:
+            watch_ledger(cfg, out)
+        except ShipliftError as exc:
+            _fail(str(exc), exc.exit_code)
+        return
     from shiplift.status import environment_status
 
     try:
@@ -474,23 +648,28 @@ def history(
     json_out: JsonOpt = False,
     limit: Annotated[int, typer.Option("--limit", help="At most this many deployments.")] = 50,
 ) -> None:
-    """Deployments, newest first: version, environment, phase, times, reason."""
+    """Deployments, newest first: version, environment, phase, times, reason, Prefect run."""
     cfg = _load(config)
     if env:
         _known_env(cfg, env)
     from shiplift.ledger import ledger_url, open_ledger
+    from shiplift.prefect_ui import run_url, ui_url
 
     try:
         rows = open_ledger(ledger_url(cfg.root, cfg.ledger.url)).history(cfg.app, env, limit)
     except ShipliftError as exc:
         _fail(str(exc), exc.exit_code)
+    ui = ui_url(cfg.root)
     if json_out:
-        out.print_json(json.dumps({"app": cfg.app, "deployments": [r.as_dict() for r in rows]}))
+        deployments = [{**r.as_dict(), "run_url": run_url(r.run_id, ui)} for r in rows]
+        out.print_json(json.dumps({"app": cfg.app, "deployments": deployments}))
         return
     table = Table(title=f"{cfg.app} history")
     for col in ("#", "environment", "version", "kind", "phase", "started", "reason"):
         table.add_column(col)
+    table.add_column("prefect run", overflow="fold")
     for r in rows:
+        link = run_url(r.run_id, ui)
         table.add_row(
             str(r.id),
             r.environment,
@@ -499,6 +678,7 @@ def history(
             str(r.phase),
             r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             r.reason or "",
+            Text(link, style=f"link {link}") if link else (r.run_id or ""),
         )
     out.print(table)
 
@@ -516,6 +696,7 @@ def _decide(
     cfg = _load(config)
     if env is not None:
         _known_env(cfg, env)
+    _prefect_api(config, start=False)
     from shiplift.approve import submit_decision
 
     try:
@@ -625,6 +806,7 @@ def trigger(
     sha = git_sha or os.environ.get("GITHUB_SHA") or _git(cfg, "rev-parse", "HEAD")
     if not sha and not image:
         _fail("--git-sha: no git sha (not a git checkout and GITHUB_SHA is not set)", 2)
+    _prefect_api(config, start=False)
     from shiplift.trigger import trigger_release, wait_for_run
 
     try:
@@ -826,9 +1008,128 @@ def serve(
 ) -> None:
     """Serve shiplift's flows as Prefect deployments, with each database's backup and drill schedules."""
     _load(config)
+    _prefect_api(config)
     from flows.serve import serve_flows
 
     serve_flows(str(config), limit=limit)
+
+
+@app.command()
+def init(
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", help="The file to write; the Dockerfile is looked for beside it."),
+    ] = Path("shiplift.yaml"),
+) -> None:
+    """Write a commented shiplift.yaml for the Dockerfile here: app name, port from EXPOSE, dev → qa →
+    staging → prod with an approval gate on prod. Fill in its TODOs; an existing file is kept."""
+    from shiplift.init import write_config
+
+    try:
+        text = write_config(config)
+    except ShipliftError as exc:
+        _fail(str(exc), exc.exit_code)
+    todo = sum(1 for line in text.splitlines() if line.rstrip().endswith(": TODO"))
+    rest = f"; fill in its {todo} TODO{'s' if todo != 1 else ''}" if todo else ""
+    out.print(f"wrote {config}{rest}, then run shiplift release --version v1", markup=False, soft_wrap=True)
+
+
+server_app = typer.Typer(
+    no_args_is_help=True,
+    help="The project's local Prefect server, which the commands use when no PREFECT_API_URL is set.",
+)
+app.add_typer(server_app, name="server")
+
+
+def _local_server(config: Path) -> LocalServer:
+    if not config.is_file():
+        _fail(f"--config {config}: no such file; the local server is that of a shiplift.yaml's project", 2)
+    from shiplift.localserver import LocalServer
+
+    return LocalServer(config.resolve().parent)
+
+
+def _api_note(running: Running | None) -> None:
+    """When another API is configured, the commands use it: say so beside the local server."""
+    api = _configured_api()
+    if api and (running is None or api.rstrip("/") != running.api_url):
+        err.print(
+            f"note: a Prefect API is configured ({api}, by PREFECT_API_URL or the active profile): "
+            "the commands use it, not the local server",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+@server_app.command("start")
+def server_start(config: ConfigOpt = Path("shiplift.yaml")) -> None:
+    """Start the local Prefect server (state in .shiplift/prefect); running already: say so, exit 0.
+
+    Port: SHIPLIFT_SERVER_PORT, else 4200 or the next free one.
+    """
+    server = _local_server(config)
+    try:
+        running, started = server.ensure()
+    except ShipliftError as exc:
+        _fail(str(exc), exc.exit_code)
+    what = "started" if started else "already running"
+    out.print(
+        f"local Prefect server {what}: UI {running.ui_url}, API {running.api_url} (pid {running.pid}, "
+        f"state in {server.shown(server.home)})",
+        markup=False,
+        soft_wrap=True,
+    )
+    _api_note(running)
+
+
+@server_app.command("stop")
+def server_stop(config: ConfigOpt = Path("shiplift.yaml")) -> None:
+    """Stop the local Prefect server (its state stays, the next start reuses it)."""
+    server = _local_server(config)
+    try:
+        stopped = server.stop()
+    except ShipliftError as exc:
+        _fail(str(exc), exc.exit_code)
+    if stopped is None:
+        out.print("local Prefect server: not running", markup=False)
+    else:
+        out.print(f"local Prefect server stopped (pid {stopped.pid}, port {stopped.port})", markup=False)
+
+
+@server_app.command("status")
+def server_status(config: ConfigOpt = Path("shiplift.yaml"), json_out: JsonOpt = False) -> None:
+    """The local Prefect server's URL, pid and health; exit 0 only when it runs and answers."""
+    server = _local_server(config)
+    running = server.status()
+    if json_out:
+        doc: dict[str, Any] = {
+            "running": running is not None,
+            "healthy": running is not None and running.healthy,
+            "pid": running.pid if running else None,
+            "ui_url": running.ui_url if running else None,
+            "api_url": running.api_url if running else None,
+            "state": str(server.home),
+            "log": str(server.log),
+        }
+        out.print_json(json.dumps(doc))
+    elif running is None:
+        out.print(
+            "local Prefect server: not running (`shiplift server start`, or any command that runs a flow, "
+            "starts it)",
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        health = "healthy" if running.healthy else f"not answering (see {server.shown(server.log)})"
+        out.print(
+            f"local Prefect server: UI {running.ui_url}, API {running.api_url}, pid {running.pid}, {health}",
+            markup=False,
+            soft_wrap=True,
+        )
+    if not json_out:
+        _api_note(running)
+    if running is None or not running.healthy:
+        raise typer.Exit(1)
 
 
 def main() -> NoReturn:
@@ -840,7 +1141,7 @@ def main() -> NoReturn:
     """
     try:
         try:
-            app()
+            app(prog_name="shiplift")  # also under `python -m shiplift`: completion is for `shiplift`
         except ShipliftError as exc:
             _say(str(exc), exc.exit_code)
         except typer.Exit as exc:

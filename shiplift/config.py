@@ -39,6 +39,7 @@ REPOSITORY = re.compile(rf"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?{_COMPONEN
 TARGET_KINDS = ("docker", "kubernetes")
 ROUTER_KINDS = {"docker": ("traefik",), "kubernetes": ("service", "gateway_api")}
 """The router kinds of each target kind; the first is the default."""
+KUBE_DEFAULT_PORT = 8000
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -81,15 +82,22 @@ class SourceConfig(_Model):
 
 
 class ImageConfig(_Model):
+    """How the app's image is built, and the repository it is pushed to."""
+
     source: SourceConfig | None = Field(
         None,
         description="Build a served release from a clean checkout of this git repository "
         "(default: the repository shiplift.yaml is in).",
     )
-    context: str = Field(".", description="Build context, relative to shiplift.yaml.")
+    context: str = Field(
+        ".",
+        description="Build context, relative to shiplift.yaml (with source: to the top of that repository).",
+    )
     dockerfile: str = Field("Dockerfile", description="Dockerfile, relative to the context.")
     repository: str = Field(description="Registry repository without tag, e.g. 127.0.0.1:5000/hello.")
-    build_args: dict[str, str] = Field(default_factory=dict, description="Build arguments.")
+    build_args: dict[str, str] = Field(
+        default_factory=dict, description="Build arguments, after shiplift's own VERSION and GIT_SHA."
+    )
     offline_base_packages: list[str] = Field(
         default_factory=lambda: ["python3"],
         description="Debian packages of the local base image made when FROM cannot be pulled.",
@@ -346,7 +354,10 @@ _MATCH_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 class MatchConfig(_Model):
     header: str | None = Field(None, description="ab: an HTTP header name (RFC 9110 token).")
     cookie: str | None = Field(None, description="ab: a cookie name (RFC 6265 token).")
-    value: str = Field(description="ab: the exact value that sends a request to the new version.")
+    value: str = Field(
+        description="ab: the exact value that sends a request to the new version (printable ASCII, no "
+        "backquote or backslash; a cookie's value: no space, double quote, comma or semicolon)."
+    )
 
     @field_validator("header", "cookie")
     @classmethod
@@ -595,6 +606,17 @@ class ApprovalConfig(_Model):
         return self
 
 
+def _setting_value(value: Any) -> Any:
+    """A setting's YAML scalar as the string the app gets: ``true``, ``3``, ``""`` for null."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
 class EnvironmentGitops(_Model):
     approve_by_commit: bool | None = Field(
         None, description="A commit that changes this environment passes its approval gate."
@@ -602,12 +624,15 @@ class EnvironmentGitops(_Model):
 
 
 class EnvironmentConfig(_Model):
-    name: Name = Field(description="Level name: dev, qa, staging, prod…")
+    name: Name = Field(description="Level name (dev, qa, staging, prod…), unique; the same rule as app.")
     target: TargetConfig = Field(
         default_factory=lambda: TargetConfig(kind="docker"), description="Where it runs (default docker)."
     )
     port: int = Field(
-        ge=1, le=65535, description="Stable endpoint port (kubernetes: the stable Service's NodePort)."
+        ge=1,
+        le=65535,
+        description="Stable endpoint port, unique per host (kubernetes with the service router: the "
+        "stable Service's NodePort, 30000-32767).",
     )
     host: str = Field(
         "127.0.0.1", description="Address the stable endpoint binds to (kubernetes: a node's address)."
@@ -633,6 +658,47 @@ class EnvironmentConfig(_Model):
         le=7 * DAY,
         description="How long a promotion waits for the environment's lock before it fails.",
     )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="The app's settings here: environment variables of its container, KEY: value "
+        "(a change is a new deployment of the same image).",
+    )
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="The app's secret settings: KEY: env:VAR or prefect-secret:NAME (a Prefect Secret "
+        "block), read at deploy time, never stored by shiplift.",
+    )
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_values(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(v, dict | list):
+                    why = f"a setting is a string, number or boolean (found {type_name(v)})"
+                    raise KeyedError((str(k),), why)
+            return {k: _setting_value(v) for k, v in value.items()}
+        return value
+
+    @field_validator("env", "secrets", mode="after")
+    @classmethod
+    def _setting_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        from shiplift.settings import check_key
+
+        for key in value:
+            if why := check_key(key):
+                raise KeyedError((key,), why)
+        return value
+
+    @field_validator("secrets", mode="after")
+    @classmethod
+    def _secret_refs(cls, value: dict[str, str]) -> dict[str, str]:
+        from shiplift.settings import check_reference
+
+        for key, ref in value.items():
+            if why := check_reference(ref):
+                raise KeyedError((key,), why)
+        return value
 
     @property
     def router_kind(self) -> str:
@@ -641,6 +707,9 @@ class EnvironmentConfig(_Model):
 
     @model_validator(mode="after")
     def _router_fits(self) -> EnvironmentConfig:
+        both = sorted(set(self.env) & set(self.secrets))
+        if both:
+            raise KeyedError(("secrets", both[0]), "is in env too: a setting is plain or secret, not both")
         kinds = ROUTER_KINDS[self.target.kind]
         if self.router_kind not in kinds:
             raise KeyedError(
@@ -667,6 +736,8 @@ class EnvironmentConfig(_Model):
 
 
 class RetentionConfig(_Model):
+    """What ``prune`` keeps (the newest backup that passed a drill, always); all three 0 is refused."""
+
     daily: int = Field(7, ge=0, le=3660, description="Newest backup of each of the last N days with one.")
     weekly: int = Field(
         4, ge=0, le=520, description="Newest backup of each of the last N ISO weeks with one."
@@ -710,21 +781,68 @@ def _cron(value: str | None) -> str | None:
             f"{value!r} has {len(fields)} fields; a schedule is a five-field cron "
             "(minute hour day-of-month month day-of-week)"
         )
-    from prefect._internal.schemas.validators import validate_cron_string
-
     try:
-        validate_cron_string(value)
+        _validate_cron(value)
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a cron expression Prefect can schedule ({exc})") from None
     return value
+
+
+def _validate_cron(value: str) -> None:
+    """Prefect's ``validate_cron_string``, without importing Prefect where its parser can be had alone.
+
+    Importing anything from ``prefect`` costs about a second (``prefect/__init__`` and its
+    settings), which every command that reads a config with a schedule would pay (issue 16: a
+    fast CLI). Prefect's validator is its vendored croniter's ``is_valid`` and a refusal of the
+    random and hashed fields (``R``, ``H``); that file imports no Prefect, so it is loaded from
+    Prefect's package by its path. Should a Prefect release move it, Prefect's own function is
+    imported, as before (tests/test_cli_fast.py checks the two agree).
+    """
+    parser = _prefect_croniter()
+    if parser is None:
+        from prefect._internal.schemas.validators import validate_cron_string
+
+        validate_cron_string(value)
+        return
+    if not parser.is_valid(value):
+        raise ValueError(f'Invalid cron string: "{value}"')
+    if any(field.casefold() in ("r", "h") for field in value.split()):
+        raise ValueError(f'Random and Hashed expressions are unsupported, received: "{value}"')
+
+
+def _prefect_croniter() -> Any:
+    """The ``croniter`` class of Prefect's vendored copy, loaded alone; ``None`` if it is not there."""
+    import importlib.util
+    import sys
+
+    name = "shiplift._prefect_croniter"
+    if name not in sys.modules:
+        found = importlib.util.find_spec("prefect")  # finds the package; imports nothing
+        if found is None or not found.submodule_search_locations:
+            return None
+        path = Path(list(found.submodule_search_locations)[0]) / "_vendor" / "croniter" / "croniter.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if not path.is_file() or spec is None or spec.loader is None:
+            return None
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception:  # noqa: BLE001 - not loadable alone any more: Prefect's own function decides
+            return None
+        sys.modules[name] = module
+    return getattr(sys.modules[name], "croniter", None)
 
 
 class DatabaseConfig(_Model):
     name: Name = Field(description="Database name: --db NAME.")
     url: str = Field(description="SQLAlchemy URL, or env:VAR, or secret:BLOCK (a Prefect Secret block).")
     store: str = Field(description="file:///path or s3://bucket/prefix.")
-    schedule: str | None = Field(None, description="Cron of the nightly backup.")
-    drill_schedule: str | None = Field(None, description="Cron of the restore drill.")
+    schedule: str | None = Field(
+        None, description="Five-field cron (UTC) of the served backup deployment (default: none)."
+    )
+    drill_schedule: str | None = Field(
+        None, description="Five-field cron (UTC) of the served restore drill (default: none)."
+    )
     retention: RetentionConfig = Field(default_factory=RetentionConfig, description="What prune keeps.")
     store_options: StoreOptions = Field(default_factory=StoreOptions, description="Options of an S3 store.")
     key_secret: str | None = Field(
@@ -775,7 +893,12 @@ class DatabaseConfig(_Model):
 
 
 class RetryConfig(_Model):
-    count: int = Field(4, ge=0, le=20, description="Retries of a failed step after the first try.")
+    count: int = Field(
+        4,
+        ge=0,
+        le=20,
+        description="Retries of a failed transient step (push, Docker, router) after the first try.",
+    )
     backoff_seconds: float = Field(1.0, ge=0, description="First retry delay; doubles each retry.")
     jitter: float = Field(0.5, ge=0, le=1, description="Random jitter factor on each delay.")
 
@@ -828,11 +951,87 @@ class LedgerConfig(_Model):
         )
 
 
+NOTIFY_EVENTS = (
+    "awaiting_approval",
+    "progressing",
+    "paused",
+    "promoting",
+    "succeeded",
+    "failed",
+    "rolled_back",
+    "rejected",
+    "aborted",
+    "drill_failed",
+    "backup_failed",
+)
+"""What ``notify[].on`` may name: a deployment's phases (``shiplift.model.Phase`` in snake case)
+and a failed restore drill or backup (see :mod:`shiplift.notify`)."""
+
+
+class NotifyConfig(_Model):
+    """A receiver of Slack-compatible webhook posts (see :mod:`shiplift.notify`)."""
+
+    url: str = Field(
+        repr=False,
+        description="Incoming-webhook URL (https://…), or env:VAR to read it from the environment "
+        "when a message is sent (it is a secret: never logged nor stored).",
+    )
+    on: list[str] = Field(
+        default_factory=lambda: [
+            "awaiting_approval",
+            "succeeded",
+            "failed",
+            "aborted",
+            "drill_failed",
+            "backup_failed",
+        ],
+        min_length=1,
+        description=f"The events posted: {', '.join(NOTIFY_EVENTS)}.",
+    )
+    timeout_seconds: float = Field(5, gt=0, le=60, description="Timeout of one post.")
+    retries: int = Field(2, ge=0, le=5, description="Retries of a post that failed (no answer, 5xx, 429).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        # YAML 1.1 reads a bare `on:` key as the boolean true
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.strip()
+        # the env:VAR of the ledger's url and of environments[].secrets
+        if re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*", value) or re.match(r"^https?://[^/\s]+", value):
+            return value
+        # never echo the value: a webhook URL is a secret
+        raise ValueError("the url is an https:// webhook URL or env:VAR (an environment variable holding it)")
+
+    @field_validator("on")
+    @classmethod
+    def _events(cls, value: list[str]) -> list[str]:
+        for i, name in enumerate(value):
+            if name not in NOTIFY_EVENTS:
+                raise KeyedError((i,), f"{short(name)} is not an event; known: {', '.join(NOTIFY_EVENTS)}")
+        return value
+
+
 class Config(_Model):
-    app: Name = Field(description="Application name.")
+    app: Name = Field(
+        description="Application name: a lower-case letter, then lower-case letters, digits and single '-' "
+        "(not '--', not at the end), at most 40; environment and database names follow the same rule."
+    )
     image: ImageConfig = Field(description="How the image is built and where it is pushed.")
     health: HealthConfig = Field(description="How a new version proves it is healthy.")
-    container_port: int = Field(8000, ge=1, le=65535, description="Port the app listens on.")
+    container_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port the app listens on (passed to it as PORT); default: the image's single "
+        "EXPOSE on docker targets, 8000 on kubernetes.",
+    )
     environments: list[EnvironmentConfig] = Field(min_length=1, description="The levels, in promotion order.")
     databases: list[DatabaseConfig] = Field(
         default_factory=list, description="Databases backed up and drilled."
@@ -841,6 +1040,10 @@ class Config(_Model):
     ledger: LedgerConfig = Field(default_factory=LedgerConfig, description="Where the ledger is kept.")
     gitops: GitopsConfig | None = Field(
         None, description="The environment repository that records and says what runs (default: none)."
+    )
+    notify: list[NotifyConfig] = Field(
+        default_factory=list,
+        description="Webhooks told of phase changes, failed drills and failed backups (default: none).",
     )
     base_dir: Annotated[
         str, Field(exclude=True, description="The config file's directory (set by load_config; not a key).")
@@ -900,6 +1103,12 @@ class Config(_Model):
                 return db
         known = ", ".join(d.name for d in self.databases) or "none"
         raise ConfigError(f"database {name!r} is not in the config (known: {known})")
+
+    @property
+    def kube_port(self) -> int:
+        """The app's port on kubernetes: ``container_port``, else 8000 (the image's ``EXPOSE`` is
+        read on a Docker engine, which a cluster environment does not have)."""
+        return self.container_port or KUBE_DEFAULT_PORT
 
     @property
     def root(self) -> Path:

@@ -107,7 +107,9 @@ def explain(exc: BaseException) -> str:
         host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         return f"the Docker engine at {host} failed or cannot be reached (is dockerd running?): {detail}"
     if any(n.startswith(("httpx.", "prefect.exceptions.")) for n in names) or "Failed to reach API" in detail:
-        api = os.environ.get("PREFECT_API_URL") or "(no PREFECT_API_URL: a temporary local server)"
+        from shiplift.prefect_api import read_settings  # pure: reads the environment and profiles
+
+        api = read_settings().values.get("PREFECT_API_URL") or "(no PREFECT_API_URL: the local server)"
         status = getattr(getattr(exc, "response", None), "status_code", None)
         answer = f"answered HTTP {status}" if status else "cannot be reached"
         return (

@@ -549,22 +549,27 @@ def compare(config: Config, envs: list[EnvironmentConfig], *, read_git: bool = T
     ``running``: the instances the target lists and the router's weights, read back;
     ``drift``: one line per difference (empty when all three agree).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from shiplift.ledger import ledger_url, open_ledger
 
     ledger = open_ledger(ledger_url(config.root, config.ledger.url))
     desired: dict[str, Desired | None] = {}
     git_error: str | None = None
-    if read_git and config.gitops is not None:
-        try:
-            desired = read_desired(config, envs)
-        except GitopsError as exc:
-            git_error = str(exc)
+    # git, and each environment's engine and router, are asked at once: each answer is a wait
+    with ThreadPoolExecutor(max_workers=min(len(envs) + 1, 9)) as pool:
+        reading = [pool.submit(read_running, config, env) for env in envs]
+        if read_git and config.gitops is not None:
+            try:
+                desired = pool.submit(read_desired, config, envs).result()
+            except GitopsError as exc:
+                git_error = str(exc)
+        runnings = [r.result() for r in reading]
     out: dict[str, Any] = {}
-    for env in envs:
+    for env, running in zip(envs, runnings, strict=True):
         state = ledger.environment(config.app, env.name)
         serving = (state.version, state.digest) if state else (None, None)
         weights = dict(state.weights) if state else {}
-        running = read_running(config, env)
         want = desired.get(env.name)
         lines = drift(want, serving, running.drift(serving, weights))
         if git_error is not None:

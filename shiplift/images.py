@@ -24,7 +24,7 @@ from docker.utils.build import exclude_paths
 
 from shiplift.baseimage import base_images, ensure_base_images
 from shiplift.config import REPOSITORY, Config
-from shiplift.errors import BuildError, InputError, PushError
+from shiplift.errors import BuildError, ConfigError, InputError, PushError
 from shiplift.model import ImageRef
 from shiplift.progress import report
 
@@ -218,6 +218,27 @@ def ensure_local(client: docker.DockerClient, image: ImageRef) -> None:
             client.api.pull(image.repository, tag=image.digest)
         except (APIError, DockerException) as exc:
             raise PushError(f"pull of {image} failed: {_one_line(exc)}") from None
+
+
+def exposed_port(exposed: dict[str, Any] | None, image: str) -> int:
+    """The one TCP port of an image's ``Config.ExposedPorts`` (``{"8000/tcp": {}}``); else
+    :class:`ConfigError` in one line naming ``container_port``, the fix."""
+    ports = sorted({int(p.split("/", 1)[0]) for p in exposed or {} if p.endswith("/tcp") or "/" not in p})
+    if len(ports) == 1:
+        return ports[0]
+    found = f"EXPOSEs {', '.join(map(str, ports))}" if ports else "EXPOSEs no TCP port"
+    raise ConfigError(
+        f"container_port: {image} {found}; set container_port in shiplift.yaml to the app's port"
+    )
+
+
+def image_port(client: docker.DockerClient, image: ImageRef) -> int:
+    """The port ``image`` (on the engine) listens on, by its single ``EXPOSE``: see :func:`exposed_port`."""
+    try:
+        attrs = client.images.get(str(image)).attrs
+    except (APIError, DockerException) as exc:
+        raise PushError(f"cannot inspect {image}: {_one_line(exc)}") from None
+    return exposed_port((attrs.get("Config") or {}).get("ExposedPorts"), str(image))
 
 
 def _one_line(value: object) -> str:

@@ -28,12 +28,21 @@ VERSION = "app.kubernetes.io/version"
 ENVIRONMENT = "shiplift.io/environment"
 DIGEST = "shiplift.io/digest"
 REPOSITORY = "shiplift.io/repository"
+SETTINGS_REVISION = "shiplift.io/settings-revision"
+"""Pod-template annotation: bumped when a secret setting's value changes, so the pods roll."""
+OWN_ENV = frozenset({"SHIPLIFT_ENV", "SHIPLIFT_VERSION", "PORT"})
+"""The environment variables shiplift sets itself (never settings)."""
 REQUEST_TIMEOUT = 10
 
 
 def version_name(app: str, version: str) -> str:
     """``<app>-<version>`` as a DNS label (at most 63 characters)."""
     return slug(f"{app}-{version}")[:63].rstrip("-")
+
+
+def settings_name(version_name: str) -> str:
+    """The Secret of a version's secret settings: ``<app>-<version>-settings`` (a DNS name)."""
+    return f"{version_name}-settings"
 
 
 def labels(app: str, env: str, version: str | None = None) -> dict[str, str]:
@@ -100,12 +109,15 @@ def preflight(env: EnvironmentConfig) -> None:
         host = api.configuration.host
         raise InputError(f"{where}: the API server {host} does not answer: {api_reason(exc)}") from None
     review = client.AuthorizationV1Api(api)
-    for verb, group, resource in (
+    checks = [
         ("get", "", "namespaces"),
         ("patch", "apps", "deployments"),
         ("patch", "", "services"),
         ("delete", "apps", "deployments"),
-    ):
+    ]
+    if env.secrets:  # the version's Secret of secret settings
+        checks += [("get", "", "secrets"), ("patch", "", "secrets"), ("delete", "", "secrets")]
+    for verb, group, resource in checks:
         attributes = client.V1ResourceAttributes(
             namespace=namespace, verb=verb, group=group, resource=resource, name=None
         )

@@ -9,12 +9,18 @@ basic auth, ``user:password``; when both are set Prefect sends the auth string).
 through Prefect's own client, which also honours the TLS and custom-header settings and retries
 408/429/502/503 (``PREFECT_CLIENT_MAX_RETRIES``).
 
-Why Prefect's client and not httpx with Prefect's settings: any import from ``prefect`` (the
-settings included) runs ``prefect/__init__``, which loads ``prefect.context`` and with it the
-client. Measured side by side (CPU seconds of a process that reads the settings and makes one
-call): httpx alone 0.21, ``prefect.settings`` + httpx 1.18, Prefect's client 1.22 — a
-hand-written client would save nothing. Prefect is imported inside the functions, when a command
-talks to the API, and only here: this module is the core's one door to Prefect.
+Any import from ``prefect`` (the settings included) runs ``prefect/__init__`` and builds Prefect's
+settings models: about a second of a command's start (measured side by side, CPU seconds of a
+process that reads the settings and makes one call: httpx alone 0.21, ``prefect.settings`` +
+httpx 1.18, Prefect's client 1.22). So ``approve`` and ``reject``, which make two calls, take
+the fast way where it says the same as Prefect (:func:`rest_session`): the settings read from the
+environment and the active profile by :func:`read_settings`, and the standard library's HTTP
+client sending what Prefect's client sends (the same ``Authorization`` header, the retries of
+408/429/502/503, a CSRF token where the server asks for one). Where the settings go further — a
+``.env``, ``prefect.toml`` or ``pyproject.toml`` with Prefect settings in the working directory,
+a TLS, HTTP/2, timeout or ``PREFECT_CLIENT_*`` setting, credentials in the URL — they take
+Prefect's own client, like ``trigger``. Prefect is
+imported inside the functions, and only here: this module is the core's one door to Prefect.
 
 A server that cannot be reached, no API URL, or credentials it refuses are one
 :class:`ApiAccessError` line (exit 2) naming the server and the setting to check — never the key
@@ -23,10 +29,14 @@ or the auth string.
 
 from __future__ import annotations
 
+import os
+import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from shiplift.errors import ShipliftError
@@ -160,3 +170,265 @@ def flow_run(api: SyncPrefectClient, run_id: str) -> FlowRun | None:
         return api.read_flow_run(UUID(run_id))
     except ObjectNotFound:
         return None
+
+
+# The fast way (approve, reject): Prefect's settings without Prefect ---------------------------
+
+_PLAIN = ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING", "PREFECT_UI_URL")
+_CLIENT_SETTINGS = (
+    "PREFECT_CLIENT_",
+    "PREFECT_API_TLS_INSECURE_SKIP_VERIFY",
+    "PREFECT_API_SSL_CERT_FILE",
+    "PREFECT_API_ENABLE_HTTP2",
+    "PREFECT_API_REQUEST_TIMEOUT",
+    "PREFECT_CLOUD_",
+)
+"""Settings that change how Prefect's client talks: where one is set, the fast way steps aside."""
+_RETRY = (408, 429, 502, 503)
+_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The Prefect settings a client needs, as :func:`read_settings` found them."""
+
+    values: dict[str, str]
+    profile: str
+    plain: bool
+    """True when these settings are all there is: a plain HTTP client sends what Prefect's would."""
+
+    def server(self) -> Server:
+        url = self.values.get("PREFECT_API_URL") or ""
+        if not url:
+            raise ApiAccessError(
+                "no Prefect API is configured: set PREFECT_API_URL, or use a Prefect profile that sets it "
+                f"(`prefect profile use NAME`; the active one, {self.profile}, has none)"
+            )
+        if self.values.get("PREFECT_API_AUTH_STRING"):
+            credentials = "PREFECT_API_AUTH_STRING"
+        elif self.values.get("PREFECT_API_KEY"):
+            credentials = "PREFECT_API_KEY"
+        else:
+            credentials = "none"
+        from shiplift.prefect_ui import _inferred
+
+        shown = _shown(url)
+        return Server(
+            url=shown,
+            ui_url=_shown(self.values.get("PREFECT_UI_URL") or _inferred(shown)),
+            credentials=credentials,
+            profile=self.profile,
+        )
+
+
+def read_settings(cwd: Path | None = None) -> Settings:
+    """Prefect's client settings from the environment, then the active profile, as Prefect reads
+    them (``PREFECT_PROFILES_PATH``, else ``$PREFECT_HOME/profiles.toml``, else
+    ``~/.prefect/profiles.toml``; the profile ``PREFECT_PROFILE``, else the file's ``active``).
+
+    ``plain`` is False where Prefect would read more than that — a ``.env``, ``prefect.toml`` or
+    ``pyproject.toml`` with Prefect settings in ``cwd`` — or where a setting changes how its
+    client talks (TLS, HTTP/2, timeouts, ``PREFECT_CLIENT_*``, credentials in the URL): then
+    only Prefect says.
+    """
+    cwd = cwd or Path.cwd()
+    plain = not _project_settings(cwd)
+    found: dict[str, str] = {}
+    profile, from_profile = _active_profile()
+    for key, value in from_profile.items():
+        found[key] = value
+    for key, value in os.environ.items():
+        if key.startswith("PREFECT_"):
+            found[key] = value
+    if any(key.startswith(_CLIENT_SETTINGS) for key in found):
+        plain = False
+    if "@" in urlsplit(found.get("PREFECT_API_URL") or "").netloc:
+        plain = False  # credentials in the URL: Prefect's client (httpx) sends them; leave it to it
+    return Settings(values={k: found[k] for k in _PLAIN if k in found}, profile=profile, plain=plain)
+
+
+def _project_settings(cwd: Path) -> bool:
+    """Whether ``cwd`` has a ``.env``, ``prefect.toml`` or ``pyproject.toml`` that sets Prefect settings."""
+    try:
+        dotenv = (cwd / ".env").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        dotenv = ""
+    for line in dotenv.splitlines():
+        if line.strip().removeprefix("export ").lstrip().startswith("PREFECT_"):
+            return True
+    if (cwd / "prefect.toml").exists():
+        return True
+    try:
+        pyproject = (cwd / "pyproject.toml").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "[tool.prefect" in pyproject
+
+
+def _active_profile() -> tuple[str, dict[str, str]]:
+    """The active profile's name and settings (Prefect's default profile when there is no file)."""
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+    doc: dict[str, Any] = {}
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        doc = {}
+    name = os.environ.get("PREFECT_PROFILE") or doc.get("active")
+    profiles = doc.get("profiles")
+    settings = profiles.get(name) if isinstance(profiles, dict) and isinstance(name, str) else None
+    if not isinstance(settings, dict):
+        return "ephemeral", {}  # Prefect's default profile: no API, no credentials
+    return str(name), {k: str(v) for k, v in settings.items()}
+
+
+class RunApi(Protocol):
+    """The two calls of a decision: a flow run's state, and resuming it with an input."""
+
+    def run_state(self, run_id: str) -> str | None:
+        """The run's state type (``PAUSED``…); ``None`` if the server has no such run."""
+
+    def resume(self, run_id: str, run_input: dict[str, Any]) -> tuple[str, Any]:
+        """Resume a paused run with ``run_input``: the orchestration's status (``ACCEPT``…) and details."""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes
+    retry_after: str | None
+
+
+class _Rest:
+    """:class:`RunApi` through the standard library's HTTP client, sending what Prefect's client
+    sends (its httpx and TLS set-up cost a tenth of a second more to load than these calls take)."""
+
+    def __init__(self, base: str, headers: dict[str, str], srv: Server) -> None:
+        self.base = base
+        self.headers = {"Accept": "application/json", "Content-Type": "application/json", **headers}
+        self.server = srv
+        self.csrf: dict[str, str] | None = None
+
+    def run_state(self, run_id: str) -> str | None:
+        answer = self._send("GET", f"flow_runs/{run_id}")
+        if answer.status == 404:
+            return None
+        state = self._json("GET", f"flow_runs/{run_id}", answer).get("state") or {}
+        return str(state["type"]) if state.get("type") else None
+
+    def resume(self, run_id: str, run_input: dict[str, Any]) -> tuple[str, Any]:
+        path = f"flow_runs/{run_id}/resume"
+        body = self._json("POST", path, self._send("POST", path, {"run_input": run_input}))
+        return str(body.get("status")), body.get("details")
+
+    def _send(self, method: str, path: str, payload: Any = None) -> _Answer:
+        answer = _Answer(0, b"", None)
+        for attempt in range(_RETRIES + 1):
+            headers = {**self.headers, **(self.csrf or {})} if method != "GET" else self.headers
+            answer = self._request(method, path, payload, headers)
+            if answer.status == 403 and method != "GET" and self.csrf is None and b"CSRF" in answer.body:
+                self.csrf = self._csrf_token()
+                continue
+            if answer.status not in _RETRY or attempt == _RETRIES:
+                return answer
+            try:
+                delay = float(answer.retry_after or "")
+            except ValueError:
+                delay = min(2.0**attempt, 10.0)
+            time.sleep(delay)
+        return answer
+
+    def _request(self, method: str, path: str, payload: Any, headers: dict[str, str]) -> _Answer:
+        import json
+        import socket
+        import urllib.error
+        import urllib.request
+
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                return _Answer(resp.status, resp.read(), resp.headers.get("Retry-After"))
+        except urllib.error.HTTPError as exc:
+            return _Answer(exc.code, exc.read(), exc.headers.get("Retry-After") if exc.headers else None)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            # named as Prefect's client (httpx) names them, so the line reads the same either way
+            kind = (
+                "ReadTimeout"
+                if isinstance(reason, socket.timeout | TimeoutError)
+                else "ConnectError"
+                if isinstance(reason, OSError)
+                else type(reason).__name__
+            )
+            raise ApiAccessError(f"cannot reach the Prefect API at {self.server.url}: {kind}") from None
+
+    def _json(self, method: str, path: str, answer: _Answer) -> dict[str, Any]:
+        import json
+
+        if answer.status in (401, 403):
+            raise self.server.refused(answer.status)
+        if answer.status >= 400:
+            raise ApiError(
+                f"the Prefect API at {self.server.url} answered HTTP {answer.status} to {method} "
+                f"{urlsplit(self.base + path).path}: check the server's log and PREFECT_API_URL"
+            )
+        try:
+            body = json.loads(answer.body)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ApiError(
+                f"the Prefect API at {self.server.url} answered {method} {urlsplit(self.base + path).path} "
+                "with something else than a JSON object: is PREFECT_API_URL a Prefect API (…/api)?"
+            )
+        return body
+
+    def _csrf_token(self) -> dict[str, str]:
+        import uuid
+
+        client_id = str(uuid.uuid4())
+        path = f"csrf-token?client={client_id}"
+        token = self._json("GET", path, self._request("GET", path, None, self.headers)).get("token")
+        return {"Prefect-Csrf-Token": str(token), "Prefect-Csrf-Client": client_id}
+
+
+class _PrefectRuns:
+    """:class:`RunApi` through Prefect's own client (settings the fast way does not cover)."""
+
+    def __init__(self, api: SyncPrefectClient) -> None:
+        self.api = api
+
+    def run_state(self, run_id: str) -> str | None:
+        run = flow_run(self.api, run_id)
+        if run is None:
+            return None
+        return run.state.type.value if run.state else None
+
+    def resume(self, run_id: str, run_input: dict[str, Any]) -> tuple[str, Any]:
+        from uuid import UUID
+
+        answer = self.api.resume_flow_run(UUID(run_id), run_input=run_input)
+        return answer.status.value, answer.details
+
+
+@contextmanager
+def rest_session() -> Iterator[tuple[RunApi, Server]]:
+    """A :class:`RunApi` on the configured server: the standard library's HTTP client where
+    :func:`read_settings` is ``plain`` (no Prefect import), Prefect's client otherwise; failures
+    are :class:`ApiError` lines as in :func:`session`."""
+    settings = read_settings()
+    if not settings.plain:
+        with session() as (api, srv):
+            yield _PrefectRuns(api), srv
+        return
+    import base64
+
+    srv = settings.server()
+    headers = {}
+    if settings.values.get("PREFECT_API_AUTH_STRING"):
+        token = base64.b64encode(settings.values["PREFECT_API_AUTH_STRING"].encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    elif settings.values.get("PREFECT_API_KEY"):
+        headers["Authorization"] = f"Bearer {settings.values['PREFECT_API_KEY']}"
+    yield _Rest(settings.values["PREFECT_API_URL"].rstrip("/") + "/", headers, srv), srv

@@ -7,6 +7,7 @@ from typing import Any
 from shiplift.config import Config, EnvironmentConfig
 from shiplift.errors import ShipliftError
 from shiplift.ledger import ledger_url, open_ledger
+from shiplift.model import Weights
 from shiplift.routers import router_for
 from shiplift.targets import target_for
 
@@ -17,17 +18,16 @@ def environment_status(config: Config, *, live: bool = True) -> dict[str, Any]:
     A Kubernetes environment also shows ``replicas: {ready, desired}``.
     """
     ledger = open_ledger(ledger_url(config.root, config.ledger.url))
+    states = {env.name: ledger.environment(config.app, env.name) for env in config.environments}
+    served = [env for env in config.environments if states[env.name] is not None]
+    read_back = _read_routes(config, served) if live else {}
     envs: dict[str, Any] = {}
     for env in config.environments:
-        state = ledger.environment(config.app, env.name)
+        state = states[env.name]
         weights = dict(state.weights) if state else {}
-        if live and state is not None:
-            try:
-                read = router_for(config, env).get_routes()
-            except ShipliftError:
-                read = None
-            if read is not None:
-                weights = read
+        read = read_back.get(env.name)
+        if read is not None:
+            weights = read
         envs[env.name] = {
             "version": state.version if state else None,
             "digest": state.digest if state else None,
@@ -38,6 +38,25 @@ def environment_status(config: Config, *, live: bool = True) -> dict[str, Any]:
         if env.target.kind == "kubernetes" and live:
             envs[env.name]["replicas"] = _replicas(config, env)
     return {"app": config.app, "environments": envs}
+
+
+def _read_routes(config: Config, envs: list[EnvironmentConfig]) -> dict[str, Weights | None]:
+    """The weights each router has in force, read back from all of them at once: each read waits
+    on its engine or cluster (a container listed, a file read, the router's API), and ``status``
+    should take the time of the slowest, not of their sum. ``None`` where a router cannot say."""
+
+    def read(env: EnvironmentConfig) -> Weights | None:
+        try:
+            return router_for(config, env).get_routes()
+        except ShipliftError:
+            return None
+
+    if len(envs) <= 1:
+        return {env.name: read(env) for env in envs}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(envs), 8)) as pool:
+        return dict(zip([env.name for env in envs], pool.map(read, envs), strict=True))
 
 
 def _replicas(config: Config, env: EnvironmentConfig) -> dict[str, int] | None:

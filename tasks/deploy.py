@@ -8,8 +8,10 @@ from prefect.cache_policies import NO_CACHE
 from shiplift.config import Config, EnvironmentConfig
 from shiplift.model import ImageRef
 from shiplift.routers import router_for
+from shiplift.settings import SettingsChange, resolve
 from shiplift.targets import Instance, target_for
 from tasks import is_transient
+from tasks.backup import read_secret_block
 
 
 @task(name="prepare-environment", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=300)
@@ -32,9 +34,38 @@ def start_version(config: Config, env: EnvironmentConfig, version: str, image: I
         >>> start_version(config, env, "v2", ref)  # doctest: +SKIP
         Instance(name='shiplift-hello-dev-v2-…', version='v2', …)
     """
-    instance = target_for(config, env).start(version, image)
+    # the secrets are read here, in the run's process, and handed to the target only
+    instance = target_for(config, env).start(version, image, resolve(env, read_secret_block))
     get_run_logger().info("%s: %s runs as %s", env.name, version, instance.name)
     return instance
+
+
+@task(name="compare-settings", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=120)
+def compare_settings(
+    config: Config, env: EnvironmentConfig, version: str, image: ImageRef
+) -> SettingsChange | None:
+    """How ``env``'s settings differ from those the running ``version`` has: key names only.
+
+    ``None`` when ``version`` does not run in ``env``. Secrets are read and compared here, in
+    memory; no value leaves this task.
+
+    Example:
+        >>> compare_settings(config, env, "v2", ref).describe()  # doctest: +SKIP
+        'settings changed: ~GREETING, ~API_TOKEN (secret)'
+    """
+    return target_for(config, env).settings_changes(version, image, resolve(env, read_secret_block))
+
+
+@task(name="check-settings", cache_policy=NO_CACHE, retries=0)
+def check_settings(config: Config) -> None:
+    """Read every environment's secrets once (and forget them): a missing variable or Secret
+    block is refused before anything is built. Raises ConfigError naming the key.
+
+    Example:
+        >>> check_settings(config)  # doctest: +SKIP
+    """
+    for env in config.environments:
+        resolve(env, read_secret_block)
 
 
 @task(name="wait-healthy", cache_policy=NO_CACHE, retries=0)

@@ -342,3 +342,42 @@ def test_render_prints_what_would_be_applied(kprod: Project) -> None:
     ]
     container = docs[0]["spec"]["template"]["spec"]["containers"][0]
     assert "@sha256:" in container["image"] and container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_settings_and_secrets_reach_the_pods_and_a_rotated_secret_restarts_them(
+    kprod: Project, kube_cluster: Cluster
+) -> None:
+    """env as plain entries, secrets through the version's Secret; the value is nowhere but the Secret."""
+    import base64
+
+    from kubernetes import client
+
+    set_strategy(kprod, {"kind": "replace"})
+    doc = kprod.config()
+    prod = doc["environments"][-1]
+    prod["target"]["replicas"] = 1
+    prod["env"] = {"GREETING": "hi"}
+    prod["secrets"] = {"API_TOKEN": "env:KUBE_TEST_TOKEN"}
+    kprod.write_config(doc)
+    api, namespace, name = kube_cluster.api(), f"{kprod.app}-prod", f"{kprod.app}-v1"
+    first = kprod.shiplift("release", "--version", "v1", env={"KUBE_TEST_TOKEN": "first-s3cret"})
+    assert first.returncode == 0, first.stderr
+    container = client.AppsV1Api(api).read_namespaced_deployment(name, namespace).spec.template.spec.containers[0]
+    env = {e.name: e for e in container.env}
+    assert env["GREETING"].value == "hi" and env["PORT"].value == "8000"
+    assert env["API_TOKEN"].value is None
+    assert env["API_TOKEN"].value_from.secret_key_ref.name == f"{name}-settings"
+    secret = client.CoreV1Api(api).read_namespaced_secret(f"{name}-settings", namespace)
+    assert base64.b64decode(secret.data["API_TOKEN"]).decode() == "first-s3cret"
+    pods = pod_uids(kprod, kube_cluster)
+    assert versions_seen(f"{kprod.endpoint('prod')}/version", 3) == {"v1": 3}
+
+    again = kprod.shiplift("release", "--version", "v1", env={"KUBE_TEST_TOKEN": "second-s3cret"})
+    assert again.returncode == 0, again.stderr
+    secret = client.CoreV1Api(api).read_namespaced_secret(f"{name}-settings", namespace)
+    assert base64.b64decode(secret.data["API_TOKEN"]).decode() == "second-s3cret"
+    assert not pods & pod_uids(kprod, kube_cluster), "the rotated secret restarted the pods"
+    assert versions_seen(f"{kprod.endpoint('prod')}/version", 3) == {"v1": 3}
+    for out in (first, again):
+        assert "s3cret" not in out.stdout + out.stderr
+    assert "s3cret" not in kprod.shiplift("history", "--env", "prod", "--json").stdout

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
+from shiplift import progress
 from shiplift.backups.request import Op, WorkerRequest
 from shiplift.backups.secrets import Secrets
 from shiplift.config import Config, DatabaseConfig
@@ -105,7 +106,8 @@ class Job:
     def answer(self, what: str) -> Any:
         """The ``what`` of the worker's next answer; its error line as a BackupError if it failed.
 
-        The worker's heartbeats are skipped; one silent for ``idle_seconds`` is stopped and
+        The worker's heartbeats are skipped and its progress reports told to this process's
+        listeners (:mod:`shiplift.progress`); one silent for ``idle_seconds`` is stopped and
         reported as a BackupError.
         """
         while True:
@@ -121,6 +123,8 @@ class Job:
             answer = json.loads(line)
             if what in answer:
                 return answer[what]
+            if "progress" in answer:  # the worker's transfer, to this process's listeners
+                progress.moved(progress.Transfer.from_dict(answer["progress"]))
 
     def _line(self) -> bytes:
         """The worker's next line (empty at its end), waiting at most ``idle_seconds`` for it."""

@@ -34,6 +34,7 @@ from shiplift.backups.crypto import BackupKey, Decryptor, Encryptor
 from shiplift.backups.engines import STALE, Engine, TableSum
 from shiplift.backups.stores import Store
 from shiplift.errors import BackupError
+from shiplift.progress import Meter
 
 FORMAT = 1
 ZSTD_LEVEL = 1
@@ -146,6 +147,8 @@ def backup(
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
     encryptor = Encryptor(key)
     writer = store.writer(stored_as)
+    expected = _last_size(store, database)
+    meter = Meter("dump, compress, encrypt, upload", expected, estimated=True)
 
     def put(sealed: bytes) -> None:
         if sealed:
@@ -155,6 +158,7 @@ def backup(
 
     def sink(chunk: bytes) -> None:
         counts.dump += len(chunk)
+        meter.add(len(chunk))
         packed = compressor.compress(chunk)
         if packed:
             counts.compressed += len(packed)
@@ -192,8 +196,18 @@ def backup(
         reason=reason,
         seconds=round(time.monotonic() - t0, 3),
     )
+    meter.enter("manifest", total=counts.dump, estimated=False)
     store.put_bytes(manifest.key, manifest.to_json())
+    meter.enter("stored")
     return manifest
+
+
+def _last_size(store: Store, database: str) -> int | None:
+    """How many bytes the newest backup of ``database`` dumped: the next one's estimate."""
+    try:
+        return find(store, database, None).size_dump or None
+    except (BackupError, ValueError, TypeError, KeyError):
+        return None
 
 
 def manifests(store: Store, database: str) -> list[Manifest]:
@@ -259,7 +273,7 @@ def find(store: Store, database: str, backup_id: str | None) -> Manifest:
     return Manifest.from_json(store.get_bytes(keys[-1]))
 
 
-def plain(store: Store, manifest: Manifest, key: BackupKey) -> Iterator[bytes]:
+def plain(store: Store, manifest: Manifest, key: BackupKey, meter: Meter | None = None) -> Iterator[bytes]:
     """The dump of ``manifest``'s backup, downloaded, decrypted and decompressed as it streams.
 
     Every chunk yielded has passed AES-GCM's authentication under ``key``, so nothing altered
@@ -267,6 +281,7 @@ def plain(store: Store, manifest: Manifest, key: BackupKey) -> Iterator[bytes]:
     the iterator raises there: a consumer must treat what it restored as void until the
     iterator is exhausted. After a failed decryption the rest is still downloaded and hashed,
     so a flipped byte is named as a checksum mismatch and a cut object as truncated.
+    ``meter`` counts the bytes downloaded.
     """
     if manifest.key_id != key.key_id:
         raise BackupError(
@@ -281,6 +296,8 @@ def plain(store: Store, manifest: Manifest, key: BackupKey) -> Iterator[bytes]:
     for chunk in prefetch(store.reader(manifest.object)):
         size += len(chunk)
         sha.update(chunk)
+        if meter is not None:
+            meter.add(len(chunk))
         if problem is not None:
             continue  # keep hashing: a checksum mismatch explains a decryption failure
         out = b""
@@ -312,9 +329,11 @@ def plain(store: Store, manifest: Manifest, key: BackupKey) -> Iterator[bytes]:
 
 def fetch(store: Store, manifest: Manifest, key: BackupKey, into: Path) -> None:
     """Download, verify, decrypt and decompress the backup of ``manifest`` into the file ``into``."""
+    meter = Meter("download, decrypt, decompress", manifest.size_stored)
     with open(into, "wb") as out:
-        for chunk in plain(store, manifest, key):
+        for chunk in plain(store, manifest, key, meter):
             out.write(chunk)
+    meter.enter("downloaded and checked")
 
 
 def prefetch(chunks: Iterator[bytes], depth: int = 8) -> Iterator[bytes]:
@@ -377,8 +396,10 @@ def drill(
     swept = sweep(engine, store, manifest.database)
     t0 = time.monotonic()
     methods = {name: str(t.get("hash", "text")) for name, t in manifest.tables.items()}
-    with engine.scratch(plain(store, manifest, key), methods) as scratch:
+    meter = Meter("download, decrypt, restore", manifest.size_stored)
+    with engine.scratch(plain(store, manifest, key, meter), methods) as scratch:
         restored_in = time.monotonic() - t0
+        meter.enter("compare with the manifest, run the checks")
         tables = scratch.tables()
         problems = compare(manifest, tables)
         for name, sql in checks:
@@ -387,5 +408,6 @@ def drill(
                     problems.append(f"check {name!r} is false")
             except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
                 problems.append(f"check {name!r} failed: {type(exc).__name__}")
+    meter.enter("scratch database dropped")
     rows = sum(t.rows for t in tables.values())
     return DrillResult(restored_in, time.monotonic() - t0, problems, rows, swept)

@@ -32,15 +32,9 @@ BlockReader = Callable[[str], str]
 
 
 def _secret_block(read_block: BlockReader | None, name: str, what: str) -> str:
-    if read_block is None:
-        raise BackupError(f"{what}: the Prefect Secret block {name!r} cannot be read here")
-    try:
-        value = read_block(name)
-    except Exception as exc:  # noqa: BLE001 - Prefect's error is about the block, not its value
-        raise BackupError(
-            f"{what}: cannot load the Prefect Secret block {name!r}: {type(exc).__name__}"
-        ) from None
-    return str(value)
+    from shiplift.settings import secret_block_value
+
+    return secret_block_value(read_block, name, what, BackupError)
 
 
 @dataclass

@@ -9,7 +9,8 @@ answer is one JSON line on stdout:
 
 - ``{"op": "backup", …}`` → ``{"manifest": …}`` once the backup is stored;
 - ``{"op": "drill", …}`` → ``{"manifest": …}`` once the backup is found, then
-  ``{"result": …}`` once the scratch database is checked and dropped.
+  ``{"result": …}`` once the scratch database is checked and dropped;
+- meanwhile ``{"progress": …}`` a few times a second: a ``progress.Transfer`` (phase, bytes).
 
 Between answers, ``{"alive": n}`` every 2 seconds tells the flow the worker still runs; the
 flow stops a worker silent for longer than ``jobs.IDLE_SECONDS``. Every wait of the worker on
@@ -38,6 +39,7 @@ from shiplift.backups.pipeline import Manifest, backup, drill, find
 from shiplift.backups.request import WorkerRequest
 from shiplift.backups.secrets import Secrets
 from shiplift.backups.stores import store_for
+from shiplift.progress import Listener, Transfer, listening
 
 HEARTBEAT_SECONDS = 2.0
 _out = threading.Lock()
@@ -60,6 +62,13 @@ def _heartbeat() -> None:
         time.sleep(HEARTBEAT_SECONDS)
 
 
+class _Forward(Listener):
+    """The pipeline's progress, to the flow: one line per report."""
+
+    def moved(self, work: str, transfer: Transfer) -> None:
+        _answer(progress=transfer.to_dict())
+
+
 def _manifest(manifest: Manifest) -> dict[str, Any]:
     return asdict(manifest)
 
@@ -70,32 +79,33 @@ def main() -> int:
     secrets = Secrets()
     secrets.remember(data.get("key"))
     threading.Thread(target=_heartbeat, daemon=True).start()
-    try:
-        request = WorkerRequest.from_dict(data)
-        url = make_url(request.url)
-        secrets.remember(url.password if isinstance(url.password, str) else None)
-        engine = engine_for(url, secrets, lock_wait=request.lock_wait_seconds)
-        store = store_for(request.store, request.store_options)
-        key = derive_key(request.key, request.key_source)
-        if request.op == "backup":
-            made = backup(
-                engine,
-                store,
-                key,
-                database=request.database,
-                release=request.release,
-                reason=request.reason,
-            )
-            _answer(manifest=_manifest(made))
-        else:
-            found = find(store, request.database, request.backup_id)
-            _answer(manifest=_manifest(found))
-            result = drill(engine, store, key, found, list(request.checks))
-            _answer(result=asdict(result))
-    except Exception as exc:  # noqa: BLE001 - one scrubbed line for the flow
-        text = str(exc) if type(exc).__name__ == "BackupError" else f"{type(exc).__name__}: {exc}"
-        print(secrets.scrub(" ".join(text.split()))[:400], file=sys.stderr)
-        return 1
+    with listening(_Forward()):  # the pipeline's progress, to the flow
+        try:
+            request = WorkerRequest.from_dict(data)
+            url = make_url(request.url)
+            secrets.remember(url.password if isinstance(url.password, str) else None)
+            engine = engine_for(url, secrets, lock_wait=request.lock_wait_seconds)
+            store = store_for(request.store, request.store_options)
+            key = derive_key(request.key, request.key_source)
+            if request.op == "backup":
+                made = backup(
+                    engine,
+                    store,
+                    key,
+                    database=request.database,
+                    release=request.release,
+                    reason=request.reason,
+                )
+                _answer(manifest=_manifest(made))
+            else:
+                found = find(store, request.database, request.backup_id)
+                _answer(manifest=_manifest(found))
+                result = drill(engine, store, key, found, list(request.checks))
+                _answer(result=asdict(result))
+        except Exception as exc:  # noqa: BLE001 - one scrubbed line for the flow
+            text = str(exc) if type(exc).__name__ == "BackupError" else f"{type(exc).__name__}: {exc}"
+            print(secrets.scrub(" ".join(text.split()))[:400], file=sys.stderr)
+            return 1
     return 0
 
 

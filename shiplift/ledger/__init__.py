@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shiplift.errors import LedgerError
@@ -283,18 +283,43 @@ class Ledger:
         weights: Weights | None = None,
         *,
         environment: EnvironmentUpdate | None = None,
+        analysis: dict[str, Any] | None = None,
     ) -> Deployment:
         """The one transition of a running deployment, in one transaction.
 
-        Persists the phase and the step index reached (and the weights in force), logs the event,
-        and applies ``environment`` to the environment's row.
+        Persists the phase and the step index reached (and the weights in force, and the
+        ``analysis`` measurement just taken), logs the event, and applies ``environment`` to the
+        environment's row.
         """
         with self._session() as s:
             row = s.get_one(DeploymentRow, deployment_id)
             row.step_index = step_index
             if weights is not None:
                 row.weights = dict(weights)
+            if analysis is not None:
+                row.analysis = dict(analysis)
             return self._transition(s, row, phase, message, environment)
+
+    def set_plan(self, deployment_id: int, steps: list[str]) -> None:
+        """The steps the rollout chose, described; its step index points into them."""
+        with self._session() as s:
+            row = s.get_one(DeploymentRow, deployment_id)
+            row.plan, row.updated_at = list(steps), now()
+
+    def revision(self, app: str) -> tuple[object, ...]:
+        """A value that changes whenever anything ``status --watch`` shows of ``app`` changes.
+
+        One cheap query (indexed maxima), for polling: the newest event and decision, and the
+        newest change of the app's deployments and environments.
+        """
+        newest = (
+            select(func.max(EventRow.id)).scalar_subquery(),
+            select(func.max(ApprovalRow.id)).scalar_subquery(),
+            select(func.max(DeploymentRow.updated_at)).where(DeploymentRow.app == app).scalar_subquery(),
+            select(func.max(EnvironmentRow.updated_at)).where(EnvironmentRow.app == app).scalar_subquery(),
+        )
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(select(*newest)).one())
 
     def finish(
         self,
@@ -559,6 +584,8 @@ def _environment_row(s: Session, app: str, environment: str, phase: Phase, at: d
     """
     dialect = s.get_bind().dialect.name
     if dialect in ("postgresql", "sqlite"):
+        from sqlalchemy.dialects import postgresql, sqlite  # here: the read-only commands need neither
+
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         s.execute(
             insert(EnvironmentRow)

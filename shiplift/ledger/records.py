@@ -55,6 +55,10 @@ class Deployment:
     updated_at: datetime
     finished_at: datetime | None
     weights: dict[str, int] | None = None
+    plan: list[str] | None = None
+    """The rollout's steps, described (``step_index`` is the next one to run); ``None`` before it starts."""
+    analysis: dict[str, Any] | None = None
+    """The last analysis measurement: step, n, count, result, requests, success_rate, p95_ms, why."""
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -119,6 +123,8 @@ def deployment_of(row: DeploymentRow) -> Deployment:
         updated_at=aware(row.updated_at) or now(),
         finished_at=aware(row.finished_at),
         weights=dict(row.weights) if row.weights is not None else None,
+        plan=list(row.plan) if row.plan is not None else None,
+        analysis=dict(row.analysis) if row.analysis is not None else None,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -60,6 +61,8 @@ class DeploymentRow(Base):
     previous_digest: Mapped[str | None] = mapped_column(String(80))
     run_id: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
+    plan: Mapped[list[str] | None] = mapped_column(JSON)  # the rollout's steps, described
+    analysis: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # its last analysis measurement
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

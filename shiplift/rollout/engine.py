@@ -10,10 +10,13 @@ in-memory target and router.
   started is adopted, and a progressive rollout first puts the weights the ledger recorded
   back in force. Without a stable version to compare with (the first deployment, or the
   stable one went away) the plan is ``replace``'s, resumed at its switch at the latest.
-- **Abort** (a failed analysis, a person's rejection, any error of a step after the new
-  version is healthy): traffic goes back to the stable version first, then the new one is
-  removed ``drain_seconds`` later; the deployment ends ``Aborted`` (and the version is marked
-  bad when the analysis judged it). An inconclusive analysis pauses for a person.
+- **Abort** (a failed analysis, a person's rejection or ``shiplift abort``, any error of a step
+  after the new version is healthy): traffic goes back to the stable version first, then the
+  new one is removed ``drain_seconds`` later; the deployment ends ``Aborted`` (and the version is
+  marked bad when the analysis judged it). An inconclusive analysis pauses for a person.
+- **Orders** (:mod:`shiplift.rollout.control`): before every step, every second of a timed pause
+  and between two measurements, the run looks in the ledger for a person's abort or promotion
+  in full (the remaining steps up to the switch skipped).
 - **Failure** before any traffic moved, or of a plain replace: the new version is removed and
   the environment keeps serving what it served; the deployment ends ``Failed``. A version
   that already serves is never removed, and neither is one the router could not be moved off.
@@ -32,7 +35,9 @@ from shiplift.config import AnalysisConfig, EnvironmentConfig, PauseConfig
 from shiplift.errors import AnalysisError, ConfigError, ReleaseError, ShipliftError
 from shiplift.ledger import Deployment, EnvironmentUpdate, Ledger
 from shiplift.model import ImageRef, Phase, Weights
+from shiplift.notify import announce_phase
 from shiplift.progress import announce, report
+from shiplift.rollout.control import Request, requested
 from shiplift.rollout.steps import (
     HEAD,
     TRAFFIC,
@@ -89,6 +94,10 @@ class Ports(Protocol):
         """Publish the new version's share of traffic (a Prefect progress artifact)."""
 
 
+CHECK_SECONDS = 1.0
+"""How often a timed pause looks for a person's order (:mod:`shiplift.rollout.control`)."""
+
+
 class _Abort(Exception):
     def __init__(self, reason: str, *, bad: bool) -> None:
         super().__init__(reason)
@@ -122,6 +131,8 @@ class Rollout:
     weights: Weights = field(default_factory=dict)
     index: int = 0
     promoted: bool = False
+    full: Request | None = None
+    """The person's order that skipped the rest of the plan (``shiplift promote --full``)."""
     rows: list[str] = field(default_factory=list)
 
     @property
@@ -134,12 +145,17 @@ class Rollout:
         self.index = start = self._choose_plan()
         try:
             self._resume(start)
-            for index in range(start, len(self.steps)):
-                self.index = index
+            index = start
+            while index < len(self.steps):
+                self.index = index = self._obey(index)
                 step = self.steps[index]
                 report(f"{self.env.name}: step {index}: {step.describe()}")
                 self._advance(index + 1, self._do(step))
+                index += 1
         except _Abort as stop:
+            if not self._aborts():  # a person's abort before the new version could take traffic
+                self._fail(ReleaseError(stop.reason), phase=Phase.ABORTED)
+                raise ReleaseError(f"{self.env.name}: {self.dep.version} aborted: {stop.reason}") from None
             raise self._abort(stop.reason, bad=stop.bad) from None
         except Exception as exc:  # noqa: BLE001 - whatever broke, the environment goes back first
             if self._aborts():
@@ -162,6 +178,7 @@ class Rollout:
                 f"{self.env.name}: no stable version to compare with: {dep.version} takes all traffic at once"
             )
         self.steps = plan(strategy, progressive=self.stable is not None)
+        self.ledger.set_plan(dep.id, [s.describe() for s in self.steps])  # for `status --watch`
         if self.stable is None:
             # replace: a resumed run switches again (the weights it had are the switch's)
             return min(dep.step_index, self.steps.index(Switch()))
@@ -186,6 +203,40 @@ class Rollout:
             return None
         found = [i for i in self.ports.instances() if i.version == dep.previous_version]
         return next((i for i in found if i.image.digest == dep.previous_digest), None)
+
+    # a person's orders (shiplift abort, promote --full) -------------------------------------
+
+    def _obey(self, index: int) -> int:
+        """The index of the step to run next, once the order a person gave (if any) is obeyed.
+
+        An abort raises; a promotion in full skips to the switch, never before the new version
+        is healthy. Past the switch the new version serves: there is nothing left to order.
+        """
+        if self.promoted or (order := requested(self.ledger, self.dep.id)) is None:
+            return index
+        if order.order == "abort":
+            raise _Abort(str(order), bad=False)
+        if self.stable is None or index < len(HEAD):
+            return index  # not healthy yet, or replace's plan: nothing to skip
+        switch = self.steps.index(Switch())
+        if index < switch:
+            skipped = ", ".join(s.describe() for s in self.steps[index:switch])
+            announce(f"{self.env.name}: {self.dep.version} {order}: skipping {skipped}")
+            self.ledger.advance(
+                self.dep.id, Phase.PROGRESSING, switch, f"{order}: skipped {skipped}", self.weights
+            )
+            self.full = order
+        return switch
+
+    def _wait(self, seconds: float) -> Request | None:
+        """Sleep ``seconds``, looking for a person's order every second; the order, if one came."""
+        left = seconds
+        while left > 0:
+            self.ports.sleep(min(CHECK_SECONDS, left))
+            left -= CHECK_SECONDS
+            if (order := requested(self.ledger, self.dep.id)) is not None:
+                return order
+        return None
 
     # the steps ------------------------------------------------------------------------------
 
@@ -251,7 +302,8 @@ class Rollout:
         if not pause.until_approved:
             seconds = pause.duration_seconds or 0.0
             announce(f"{self.env.name}: paused for {seconds:g}s at {self.weights}")
-            self.ports.sleep(seconds)
+            if (order := self._wait(seconds)) is not None:
+                return f"pause cut short: {order}"
             return f"paused {seconds:g}s"
         return self._ask(f"paused at {self.weights}; approve to go on, reject to abort")
 
@@ -274,6 +326,8 @@ class Rollout:
         analysis = Analysis(config, consecutive_error_limit=config.consecutive_error_limit)
         n = 0
         while analysis.verdict is Verdict.RUNNING:
+            if n and (order := requested(self.ledger, self.dep.id)) is not None:
+                return f"analysis stopped after {n} measurement(s): {order}"
             n += 1
             measurement: Measurement | None = None
             try:
@@ -283,7 +337,10 @@ class Rollout:
                 result, why = analysis.add(None, str(exc))
             self._row(n, config, result, why, measurement)
             message = f"analysis {n}/{config.count}: {result}: {why}"
-            self.ledger.advance(self.dep.id, Phase.PROGRESSING, self.index, message, self.weights)
+            taken = _measured(self.index, n, config, result, why, measurement)
+            self.ledger.advance(
+                self.dep.id, Phase.PROGRESSING, self.index, message, self.weights, analysis=taken
+            )
             announce(f"{self.env.name}: {message.replace(':', f' of {self.new.version}:', 1)}")
         failures = [why for r, why in analysis.results if r in (Result.FAILURE, Result.ERROR)]
         if analysis.verdict is Verdict.FAILED:
@@ -312,16 +369,19 @@ class Rollout:
             )
         weights = self.weights if moved else None
         self.ledger.advance(self.dep.id, phase, index, message, weights, environment=environment)
+        announce_phase(self.dep.app, self.env.name, self.dep.version, phase)
 
     def _succeed(self, started: float) -> Deployment:
         assert self.new is not None
         final = self.ledger.finish(
             self.dep.id,
             Phase.SUCCEEDED,
+            str(self.full) if self.full else None,
             environment=EnvironmentUpdate(
                 Phase.SUCCEEDED, (self.new.version, self.image.digest), {self.new.version: 100}
             ),
         )
+        announce_phase(self.dep.app, self.env.name, self.dep.version, Phase.SUCCEEDED)
         endpoint = f"http://{self.env.host}:{self.env.port}"
         announce(f"{self.env.name}: {self.new.version} serves {endpoint} ({time.monotonic() - started:.1f}s)")
         return final
@@ -350,6 +410,7 @@ class Rollout:
                 Phase.ABORTED, (stable.version, stable.image.digest), None if stuck else self.weights
             ),
         )
+        announce_phase(self.dep.app, self.env.name, self.dep.version, Phase.ABORTED, reason=reason)
         if bad:
             self.ledger.mark_bad(self.dep.app, self.dep.version, f"{self.env.name}: {reason}")
         self._progress()
@@ -358,8 +419,9 @@ class Rollout:
             + (f"; {self.dep.version} is marked bad" if bad else "")
         )
 
-    def _fail(self, exc: BaseException) -> None:
-        """``Failed``: the new version removed unless it serves; the environment as it was."""
+    def _fail(self, exc: BaseException, phase: Phase = Phase.FAILED) -> None:
+        """``Failed`` (or ``Aborted`` by a person): the new version removed unless it serves; the
+        environment as it was."""
         reason = str(exc) if isinstance(exc, ShipliftError) else f"{type(exc).__name__}: {_short(exc)}"
         state = self.ledger.environment(self.dep.app, self.env.name)
         new = self.new
@@ -370,15 +432,16 @@ class Rollout:
                 reason += f"; the router could not be moved back: {stuck}"
         elif new is not None and not serves:
             self._remove(new)
+        settled = Phase.SUCCEEDED if state is not None and state.version else Phase.FAILED
+        settled = Phase.ABORTED if phase is Phase.ABORTED else settled
         self.ledger.finish(
             self.dep.id,
-            Phase.FAILED,
+            phase,
             reason,
-            environment=None
-            if state is None
-            else EnvironmentUpdate(Phase.SUCCEEDED if state.version else Phase.FAILED),
+            environment=None if state is None else EnvironmentUpdate(settled),
         )
-        announce(f"{self.env.name}: {self.dep.version} failed: {reason}")
+        announce_phase(self.dep.app, self.env.name, self.dep.version, phase, reason=reason)
+        announce(f"{self.env.name}: {self.dep.version} {str(phase).lower()}: {reason}")
 
     def _route_back(self, back: Instance) -> str | None:
         """100% on ``back``, then (after ``drain_seconds``) remove the new version.
@@ -457,19 +520,38 @@ def abandon(
 ) -> None:
     """Close an unfinished deployment left by a run that is gone.
 
-    Traffic it had moved to its version goes back to the version the environment serves
-    first; then its version is removed.
+    Traffic goes back to the version the environment serves first (also when the ledger shows
+    none moved: a run killed between a router change and its ledger line moved some); then its
+    version is removed.
     """
     if dep.version != serving:
         instances = ports.instances()
         stable = next((i for i in instances if i.version == serving), None)
-        if stable is not None and (dep.weights or {}).get(dep.version, 0) > 0:
+        started = any(i.version == dep.version and i.image.digest == dep.digest for i in instances)
+        if stable is not None and started:
             ports.set_routes(Routes({stable.version: stable.backend_url}, {stable.version: 100}))
             ports.sleep(env.drain_seconds)
         for other in instances:
             if other.version == dep.version and other.image.digest == dep.digest:
                 ports.stop(other)
     ledger.finish(dep.id, phase, reason, environment=environment)
+    announce_phase(dep.app, env.name, dep.version, phase, reason=reason)
+
+
+def _measured(
+    index: int, n: int, config: AnalysisConfig, result: Result, why: str, measurement: Measurement | None
+) -> dict[str, object]:
+    """One analysis measurement as the ledger keeps it (the last one is what `status --watch` shows)."""
+    return {
+        "step": index,
+        "n": n,
+        "count": config.count,
+        "result": str(result),
+        "requests": measurement.requests if measurement else 0,
+        "success_rate": measurement.success_rate if measurement else None,
+        "p95_ms": measurement.p95_ms if measurement else None,
+        "why": why,
+    }
 
 
 def _short(exc: BaseException) -> str:

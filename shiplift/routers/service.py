@@ -249,7 +249,7 @@ class ServiceRouter:
 
 def service_manifests(config: Config, env: EnvironmentConfig) -> list[dict[str, Any]]:
     """The stable Service (and the preview one), without the selector the router owns."""
-    port = config.container_port
+    port = config.kube_port
 
     def service(name: str, node_port: int, sticky: bool) -> dict[str, Any]:
         return {

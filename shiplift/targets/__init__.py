@@ -17,6 +17,7 @@ from shiplift.model import ImageRef
 
 if TYPE_CHECKING:
     from shiplift.config import Config, EnvironmentConfig
+    from shiplift.settings import AppSettings, SettingsChange
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,13 @@ class DeployTarget(Protocol):
     def prepare(self) -> None:
         """Create what every version of the environment shares (network…)."""
 
-    def start(self, version: str, image: ImageRef) -> Instance:
-        """Start ``version`` from ``image`` or adopt the one already started; never a duplicate."""
+    def start(self, version: str, image: ImageRef, settings: AppSettings | None = None) -> Instance:
+        """Start ``version`` from ``image`` with the environment's ``settings`` (resolved by the
+        caller, secrets read), or adopt the one already started with them; never a duplicate."""
+
+    def settings_changes(self, version: str, image: ImageRef, wanted: AppSettings) -> SettingsChange | None:
+        """How ``wanted`` differs from what the running ``version`` has (names only); ``None``
+        when it does not run here."""
 
     def wait_healthy(self, instance: Instance) -> None:
         """Return when the health path answers 200; raise UnhealthyError when it exits or times out."""

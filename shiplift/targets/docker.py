@@ -11,6 +11,7 @@ The client is the environment's engine (``target.host``), given by the factory.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
 from typing import Any
 
@@ -21,12 +22,19 @@ from docker.errors import APIError, NotFound
 from shiplift.config import Config, EnvironmentConfig
 from shiplift.dockerhost import bind_ip, published_host
 from shiplift.errors import TargetError, UnhealthyError
-from shiplift.images import ensure_local
+from shiplift.images import ensure_local, image_port
 from shiplift.model import ImageRef, resource_name
 from shiplift.progress import report
+from shiplift.settings import AppSettings, SettingsChange, diff, join_keys, parse_env, split_keys
 from shiplift.targets import Direct, Instance
 
 ROLE_APP = "app"
+PORT_LABEL = "io.shiplift.port"
+ENV_LABEL = "io.shiplift.settings"
+SECRETS_LABEL = "io.shiplift.secrets"
+"""The names (never the values) of the settings a container was started with."""
+LEGACY_PORT = 8000
+"""The port of a container started before ``io.shiplift.port`` (then container_port's default)."""
 
 
 class DockerTarget:
@@ -44,18 +52,23 @@ class DockerTarget:
         if not self.client.networks.list(names=[self.network_name]):
             self.client.networks.create(self.network_name, driver="bridge", labels=self._labels)
 
-    def start(self, version: str, image: ImageRef) -> Instance:
+    def start(self, version: str, image: ImageRef, settings: AppSettings | None = None) -> Instance:
+        """Start ``version`` with ``settings``, or adopt a running container of the same version,
+        digest and settings. Another container of the same version and digest (other settings)
+        keeps running beside the new one, named with a suffix, until the switch."""
+        settings = settings or AppSettings()
         name = self.instance_name(version, image)
-        try:
-            existing = self.client.containers.get(name)
-        except NotFound:
-            existing = None
-        if existing is not None:
-            if existing.status == "running":
-                report(f"{self.env.name}: adopting {name}")
-                return self._instance(existing)
-            existing.remove(force=True)
+        for container in self._containers(version, image):
+            if container.status == "running" and not self._changes(container, settings):
+                report(f"{self.env.name}: adopting {container.name}")
+                return self._instance(container)
+            if container.status != "running":
+                container.remove(force=True)
+            elif container.name == name:
+                name = f"{self.instance_name(version, image)}-{secrets.token_hex(3)}"
         ensure_local(self.client, image)
+        port = self.config.container_port or image_port(self.client, image)
+        keys, secret_keys = settings.keys
         report(f"{self.env.name}: starting {version}")
         try:
             container = self.client.containers.run(
@@ -68,10 +81,18 @@ class DockerTarget:
                     "io.shiplift.version": version,
                     "io.shiplift.digest": image.digest,
                     "io.shiplift.repository": image.repository,
+                    PORT_LABEL: str(port),
+                    ENV_LABEL: join_keys(keys),
+                    SECRETS_LABEL: join_keys(secret_keys),
                 },
                 network=self.network_name,
-                ports={f"{self.config.container_port}/tcp": (bind_ip(self.env.target.host), None)},
-                environment={"SHIPLIFT_ENV": self.env.name, "SHIPLIFT_VERSION": version},
+                ports={f"{port}/tcp": (bind_ip(self.env.target.host), None)},
+                environment={
+                    **settings.environment,
+                    "SHIPLIFT_ENV": self.env.name,
+                    "SHIPLIFT_VERSION": version,
+                    "PORT": str(port),
+                },
                 # No restarts until healthy: a crash at start is seen as a crash, with its code.
                 restart_policy={"Name": "no"},
             )
@@ -80,13 +101,53 @@ class DockerTarget:
             raise TargetError(f"{self.env.name}: cannot start {version}: {_explain(exc)}") from None
         return self._instance(container)
 
+    def _containers(self, version: str, image: ImageRef) -> list[Any]:
+        """The containers of ``version`` from ``image`` in this environment, running or not."""
+        return list(
+            self.client.containers.list(
+                all=True,
+                filters={
+                    "label": [
+                        f"io.shiplift.app={self.config.app}",
+                        f"io.shiplift.env={self.env.name}",
+                        f"io.shiplift.role={ROLE_APP}",
+                        f"io.shiplift.version={version}",
+                        f"io.shiplift.digest={image.digest}",
+                    ]
+                },
+            )
+        )
+
+    def _changes(self, container: Any, wanted: AppSettings) -> SettingsChange:
+        """How ``wanted`` differs from what ``container`` runs with (compared here, never stored)."""
+        labels = container.labels
+        keys = split_keys(labels.get(ENV_LABEL)) + split_keys(labels.get(SECRETS_LABEL))
+        env = parse_env(container.attrs.get("Config", {}).get("Env"))
+        running = {k: env.get(k, "") for k in keys}
+        return diff(running, set(split_keys(labels.get(SECRETS_LABEL))), wanted)
+
+    def settings_changes(self, version: str, image: ImageRef, wanted: AppSettings) -> SettingsChange | None:
+        """How ``wanted`` differs from the settings of the running ``version`` from ``image``;
+        ``None`` when no such container runs."""
+        running = [c for c in self._containers(version, image) if c.status == "running"]
+        # the one that proved healthy (wait_healthy set its restart policy), not one that failed
+        proven = [c for c in running if _restart_policy(c) == "unless-stopped"] or running
+        if not proven:
+            return None
+        changes = [self._changes(c, wanted) for c in proven]
+        return next((c for c in changes if not c), changes[0])
+
+    def _port(self, container: Any) -> int:
+        label = container.labels.get(PORT_LABEL)
+        return int(label) if label else self.config.container_port or LEGACY_PORT
+
     def _instance(self, container: Any) -> Instance:
         labels = container.labels
         return Instance(
             name=container.name,
             version=labels.get("io.shiplift.version", "?"),
             image=ImageRef(labels["io.shiplift.repository"], labels["io.shiplift.digest"]),
-            backend_url=f"http://{container.name}:{self.config.container_port}",
+            backend_url=f"http://{container.name}:{self._port(container)}",
         )
 
     def wait_healthy(self, instance: Instance) -> None:
@@ -131,9 +192,7 @@ class DockerTarget:
         return f"{base}{self.config.health.path}" if base else None
 
     def _published(self, container: Any) -> str | None:
-        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(
-            f"{self.config.container_port}/tcp"
-        )
+        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{self._port(container)}/tcp")
         if not bindings:
             return None
         return f"http://{published_host(self.env.target.host)}:{bindings[0]['HostPort']}"
@@ -171,6 +230,10 @@ class DockerTarget:
             },
         )
         return [self._instance(c) for c in found]
+
+
+def _restart_policy(container: Any) -> str:
+    return str(((container.attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "")
 
 
 def _explain(exc: APIError) -> str:

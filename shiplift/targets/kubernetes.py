@@ -23,6 +23,7 @@ from shiplift.config import Config, EnvironmentConfig
 from shiplift.errors import TargetError, UnhealthyError
 from shiplift.model import ImageRef
 from shiplift.progress import report
+from shiplift.settings import AppSettings, SettingsChange, diff
 from shiplift.targets import Direct, Instance
 
 FATAL_WAITING = {
@@ -46,23 +47,41 @@ class KubernetesTarget:
 
     # manifests ------------------------------------------------------------------------------
 
-    def manifests(self, version: str, image: ImageRef) -> list[dict[str, Any]]:
-        return version_manifests(self.config, self.env, version, image)
+    def manifests(self, version: str, image: ImageRef, revision: int = 0) -> list[dict[str, Any]]:
+        return version_manifests(self.config, self.env, version, image, revision)
 
     # the protocol ---------------------------------------------------------------------------
 
     def prepare(self) -> None:
         """Nothing to create: the namespace must exist (the CLI checks it before anything runs)."""
 
-    def start(self, version: str, image: ImageRef) -> Instance:
+    def start(self, version: str, image: ImageRef, settings: AppSettings | None = None) -> Instance:
+        """Apply ``version``'s Secret (its secret settings), Deployment and Service, or adopt the
+        Deployment that runs this digest with these settings. A change of settings rolls the
+        Deployment's pods (``maxUnavailable: 0``: the old pods serve until new ones are ready)."""
+        settings = settings or AppSettings()
         name = kube.version_name(self.config.app, version)
         existing = self._deployment(name)
+        revision = 0
         if existing is not None and (existing.metadata.annotations or {}).get(kube.DIGEST) == image.digest:
-            report(f"{self.env.name}: adopting {name}")
-            return self._instance(existing)
+            change = self._changes(existing, settings)
+            if not change:
+                report(f"{self.env.name}: adopting {name}")
+                return self._instance(existing)
+            revision = _revision(existing) + int(any(k in settings.secrets for k in change.changed))
         report(f"{self.env.name}: starting {version}")
-        deployment, service = self.manifests(version, image)
+        deployment, service = self.manifests(version, image, revision)
+        secret = settings_secret(self.config, self.env, version, settings)
         try:
+            if secret is not None:
+                self.core.patch_namespaced_secret(
+                    secret["metadata"]["name"],
+                    self.namespace,
+                    secret,
+                    field_manager=kube.MANAGER,
+                    force=True,
+                    _content_type="application/apply-patch+yaml",
+                )
             self.apps.patch_namespaced_deployment(
                 name,
                 self.namespace,
@@ -147,11 +166,17 @@ class KubernetesTarget:
 
     def stop(self, instance_name: str) -> None:
         report(f"{self.env.name}: removing {instance_name}")
-        for delete in (self.apps.delete_namespaced_deployment, self.core.delete_namespaced_service):
+        deletes = [
+            (self.apps.delete_namespaced_deployment, instance_name),
+            (self.core.delete_namespaced_service, instance_name),
+        ]
+        if self.env.secrets:
+            deletes.append((self.core.delete_namespaced_secret, kube.settings_name(instance_name)))
+        for delete, name in deletes:
             try:
                 # the raw answer: a 1.20 API server answers a Service's DELETE with a Status,
                 # which this client would refuse to parse as a Service after the delete succeeded
-                delete(instance_name, self.namespace, propagation_policy="Background", _preload_content=False)
+                delete(name, self.namespace, propagation_policy="Background", _preload_content=False)
             except ApiException as exc:
                 if exc.status != 404:
                     raise TargetError(
@@ -167,7 +192,7 @@ class KubernetesTarget:
     def direct(self, instance: Instance) -> Direct | None:
         """The version's Service through the API server's service proxy (the HTTP check's way in)."""
         configuration = self.api.configuration
-        port = self.config.container_port
+        port = self.config.kube_port
         url = f"{configuration.host}/api/v1/namespaces/{self.namespace}/services/{instance.name}:{port}/proxy"
         headers = {
             str(auth["key"]): str(auth["value"])
@@ -177,6 +202,41 @@ class KubernetesTarget:
         cert = (configuration.cert_file, configuration.key_file) if configuration.cert_file else None
         verify: bool | str = configuration.ssl_ca_cert or bool(configuration.verify_ssl)
         return Direct(url=url, headers=headers, verify=verify, cert=cert)
+
+    def settings_changes(self, version: str, image: ImageRef, wanted: AppSettings) -> SettingsChange | None:
+        existing = self._deployment(kube.version_name(self.config.app, version))
+        if existing is None or (existing.metadata.annotations or {}).get(kube.DIGEST) != image.digest:
+            return None
+        return self._changes(existing, wanted)
+
+    def _changes(self, deployment: Any, wanted: AppSettings) -> SettingsChange:
+        """How ``wanted`` differs from the Deployment's env and its Secret (compared here, never stored)."""
+        running: dict[str, str] = {}
+        secret_keys: set[str] = set()
+        secret_name = kube.settings_name(deployment.metadata.name)
+        for var in deployment.spec.template.spec.containers[0].env or []:
+            if var.name in kube.OWN_ENV:
+                continue
+            ref = var.value_from.secret_key_ref if var.value_from is not None else None
+            if ref is not None and ref.name == secret_name:
+                secret_keys.add(var.name)
+            elif ref is None:
+                running[var.name] = var.value or ""
+        if secret_keys:
+            data = self._secret_data(secret_name)
+            running.update({k: data.get(k, "") for k in secret_keys})
+        return diff(running, secret_keys, wanted)
+
+    def _secret_data(self, name: str) -> dict[str, str]:
+        import base64
+
+        try:
+            found: Any = self.core.read_namespaced_secret(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return {}
+            raise TargetError(f"{self.env.name}: cannot read {name}: {kube.api_reason(exc)}") from None
+        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (found.data or {}).items()}
 
     # helpers --------------------------------------------------------------------------------
 
@@ -209,20 +269,31 @@ class KubernetesTarget:
             name=meta.name,
             version=kube.deployment_version(deployment),
             image=ImageRef(repository, digest),
-            backend_url=(
-                f"http://{meta.name}.{self.namespace}.svc.cluster.local:{self.config.container_port}"
-            ),
+            backend_url=f"http://{meta.name}.{self.namespace}.svc.cluster.local:{self.config.kube_port}",
         )
 
 
 def version_manifests(
-    config: Config, env: EnvironmentConfig, version: str, image: ImageRef
+    config: Config, env: EnvironmentConfig, version: str, image: ImageRef, revision: int = 0
 ) -> list[dict[str, Any]]:
-    """The Deployment and the Service of ``version``, as applied (``shiplift render`` prints them)."""
+    """The Deployment and the Service of ``version``, as applied (``shiplift render`` prints them).
+
+    ``env`` settings are plain ``env`` entries; each secret is a ``secretKeyRef`` to the
+    version's Secret (:func:`settings_secret`), never a value. ``revision`` counts changes of
+    secret values (a pod-template annotation, so the pods roll to read them again).
+    """
     name = kube.version_name(config.app, version)
     labels = kube.labels(config.app, env.name, version)
     health = config.health
-    port = config.container_port
+    port = config.kube_port
+    settings_env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(env.env.items())]
+    settings_env += [
+        {"name": k, "valueFrom": {"secretKeyRef": {"name": kube.settings_name(name), "key": k}}}
+        for k in sorted(env.secrets)
+    ]
+    template_annotations = {kube.DIGEST: image.digest}
+    if revision:
+        template_annotations[kube.SETTINGS_REVISION] = str(revision)
     # probed every second (a new version turns ready fast), but a pod leaves the Service only
     # after 3 probes of 5 s without an answer: a busy node slows the app, it does not empty it
     probe = {"httpGet": {"path": health.path, "port": port}, "periodSeconds": 1, "timeoutSeconds": 5}
@@ -238,6 +309,7 @@ def version_manifests(
         # protocol spelled out: server-side apply keys these lists by (port, protocol)
         "ports": [{"containerPort": port, "protocol": "TCP"}],
         "env": [
+            *settings_env,
             {"name": "SHIPLIFT_ENV", "value": env.name},
             {"name": "SHIPLIFT_VERSION", "value": version},
             {"name": "PORT", "value": str(port)},
@@ -264,7 +336,7 @@ def version_manifests(
             "progressDeadlineSeconds": max(60, int(health.timeout_seconds)),
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
-                "metadata": {"labels": labels, "annotations": {kube.DIGEST: image.digest}},
+                "metadata": {"labels": labels, "annotations": template_annotations},
                 "spec": {"containers": [container], "terminationGracePeriodSeconds": 10},
             },
         },
@@ -279,6 +351,35 @@ def version_manifests(
         },
     }
     return [deployment, service]
+
+
+def settings_secret(
+    config: Config, env: EnvironmentConfig, version: str, settings: AppSettings
+) -> dict[str, Any] | None:
+    """The Secret ``<app>-<version>-settings`` with the secret settings' values; ``None`` without
+    secrets. Applied by :meth:`KubernetesTarget.start` only: never rendered, never written to git."""
+    if not settings.secrets:
+        return None
+    name = kube.version_name(config.app, version)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": kube.settings_name(name),
+            "namespace": env.target.namespace,
+            "labels": kube.labels(config.app, env.name, version),
+        },
+        "type": "Opaque",
+        "stringData": dict(settings.secrets),
+    }
+
+
+def _revision(deployment: Any) -> int:
+    annotations = deployment.spec.template.metadata.annotations or {}
+    try:
+        return int(annotations.get(kube.SETTINGS_REVISION, "0"))
+    except ValueError:
+        return 0
 
 
 def _available(deployment: Any) -> bool:

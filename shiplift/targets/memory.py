@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from shiplift.errors import TargetError, UnhealthyError
 from shiplift.model import ImageRef
+from shiplift.settings import AppSettings, SettingsChange, diff
 from shiplift.targets import Direct, Instance
 
 
@@ -25,14 +26,17 @@ class MemoryTarget:
     started: list[str] = field(default_factory=list)
     """Names of the instances started (not adopted), in order."""
     prepared: bool = False
+    settings: dict[str, AppSettings] = field(default_factory=dict)
+    """The settings each instance was started with."""
 
     def prepare(self) -> None:
         self.prepared = True
 
-    def start(self, version: str, image: ImageRef) -> Instance:
+    def start(self, version: str, image: ImageRef, settings: AppSettings | None = None) -> Instance:
         name = f"{version}-{image.short}"
         if name in self.running:
             return self.running[name]
+        self.settings[name] = settings or AppSettings()
         if version in self.fail_start:
             raise TargetError(f"cannot start {version}")
         instance = Instance(name=name, version=version, image=image, backend_url=f"memory://{name}")
@@ -48,6 +52,10 @@ class MemoryTarget:
 
     def stop(self, instance_name: str) -> None:
         self.running.pop(instance_name, None)
+
+    def settings_changes(self, version: str, image: ImageRef, wanted: AppSettings) -> SettingsChange | None:
+        had = self.settings.get(f"{version}-{image.short}")
+        return None if had is None else diff(had.environment, set(had.secrets), wanted)
 
     def instances(self) -> list[Instance]:
         return list(self.running.values())

@@ -130,7 +130,7 @@ def test_canary_walks_its_weights_pauses_and_analyses_then_promotes(ledger: Ledg
     ports = serving_v1(ledger, env)
     dep = deploy(ledger, env, ports, "v2")
     assert weights(ports) == [{"v1": 80, "v2": 20}, {"v1": 50, "v2": 50}, {"v2": 100}]
-    assert ports.slept == [5, 0.5], "the pause, then the drain before the old version stops"
+    assert ports.slept == [1.0] * 5 + [0.5], "the pause (a second at a time), then the drain"
     assert running(ports) == ["v2"] and dep.phase is Phase.SUCCEEDED
     assert dep.step_index == len(plan(env.strategy)) == 8
     events = [m for _, _, _, m in ledger.events(dep.id)]
@@ -216,7 +216,7 @@ def test_a_failed_analysis_puts_traffic_back_first_removes_the_new_version_and_m
         deploy(ledger, env, ports, "v2")
     assert weights(ports) == [{"v1": 80, "v2": 20}, {"v1": 100}]
     assert ports.router.history[-1].backends.keys() == {"v1"}, "no route left to the new version"
-    assert running(ports) == ["v1"] and ports.slept == [5, 0.5], "removed after the drain"
+    assert running(ports) == ["v1"] and ports.slept == [1.0] * 5 + [0.5], "removed after the drain"
     dep = ledger.history("shop", "prod")[0]
     assert (dep.phase, dep.weights) == (Phase.ABORTED, {"v1": 100})
     assert environment_row(ledger) == ("v1", {"v1": 100}, Phase.ABORTED)
