@@ -15,13 +15,10 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from shiplift.ledger import open_ledger
-from shiplift.model import Phase
 from tests.support.parts import Project
 
 FORBIDDEN = ("prefect", "flows", "tasks", "kubernetes")
@@ -74,21 +71,7 @@ def test_everyday_commands_import_no_prefect(project: Project, tmp_path: Path) -
         project.config_path.read_text() + f"gitops: {{repo: 'file://{bare}'}}\n"
     )
     # the ledger holds a deployment waiting at prod's gate, for a run the Prefect server never had
-    (project.dir / ".shiplift").mkdir(exist_ok=True)
-    ledger = open_ledger(project.ledger_url())
-    run_id = str(uuid.uuid4())
-    dep = ledger.start_deployment(
-        app=project.app,
-        environment="prod",
-        version="v1",
-        digest="sha256:" + "a" * 64,
-        kind="promote",
-        strategy="replace",
-        previous_version=None,
-        previous_digest=None,
-        run_id=run_id,
-    )
-    ledger.advance(dep.id, Phase.AWAITING_APPROVAL, 0, "waiting for approval")
+    run_id = project.waiting_run("prod", "v1", "sha256:" + "a" * 64)
 
     commands: dict[str, tuple[tuple[str, ...], int, str]] = {
         "status": (("status", "--json"), 0, '"app"'),

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import http.server
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from shiplift.ledger import open_ledger
-from shiplift.model import Phase
 from tests.support.parts import Project, free_port
 
 pytestmark = pytest.mark.real
@@ -50,30 +47,10 @@ def failing_api() -> Iterator[str]:
     server.shutdown()
 
 
-def _waiting_run(project: Project) -> str:
-    """A deployment of v2 in dev waiting at its gate in the ledger, as a paused release leaves it."""
-    run_id = str(uuid.uuid4())
-    (project.dir / ".shiplift").mkdir(exist_ok=True)
-    ledger = open_ledger(project.ledger_url())
-    dep = ledger.start_deployment(
-        app=project.app,
-        environment="dev",
-        version="v2",
-        digest="sha256:" + "0" * 64,
-        kind="promote",
-        strategy="replace",
-        previous_version=None,
-        previous_digest=None,
-        run_id=run_id,
-    )
-    ledger.advance(dep.id, Phase.AWAITING_APPROVAL, 0, "waiting")
-    return run_id
-
-
 def test_approve_against_a_prefect_api_that_answers_500_prints_one_line(
     project: Project, failing_api: str
 ) -> None:
-    run_id = _waiting_run(project)
+    run_id = project.waiting_run("dev", "v2")
     for args in (
         ("approve", run_id, "--as", "alice"),
         ("approve", "--env", "dev", "--version", "v2", "--as", "a"),
@@ -90,7 +67,7 @@ def test_approve_against_a_prefect_api_that_answers_500_prints_one_line(
 
 def test_an_unreachable_prefect_api_prints_one_line(project: Project) -> None:
     dead = f"http://127.0.0.1:{free_port()}/api"
-    run_id = _waiting_run(project)
+    run_id = project.waiting_run("dev", "v2")
     approve = project.shiplift("approve", run_id, "--as", "alice", env={"PREFECT_API_URL": dead})
     assert approve.returncode == 2 and "cannot reach the Prefect API" in one_line(approve.stderr)
     release = project.shiplift("release", "--version", "v1", env={"PREFECT_API_URL": dead}, timeout=300)

@@ -113,6 +113,31 @@ class Project:
     def endpoint(self, env: str) -> str:
         return f"http://127.0.0.1:{self.ports[env]}"
 
+    def waiting_run(self, env: str, version: str, digest: str = "sha256:" + "0" * 64) -> str:
+        """A deployment of ``version`` waiting at ``env``'s gate in the ledger, as a paused release
+        leaves it, for a run id the Prefect server never had; returns that run id."""
+        import uuid
+
+        from shiplift.ledger import open_ledger
+        from shiplift.model import Phase
+
+        run_id = str(uuid.uuid4())
+        (self.dir / ".shiplift").mkdir(exist_ok=True)
+        ledger = open_ledger(self.ledger_url())
+        dep = ledger.start_deployment(
+            app=self.app,
+            environment=env,
+            version=version,
+            digest=digest,
+            kind="promote",
+            strategy="replace",
+            previous_version=None,
+            previous_digest=None,
+            run_id=run_id,
+        )
+        ledger.advance(dep.id, Phase.AWAITING_APPROVAL, 0, "waiting for approval")
+        return run_id
+
     def version_at(self, env: str) -> str | None:
         try:
             resp = httpx.get(f"{self.endpoint(env)}/version", timeout=5)
