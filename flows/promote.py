@@ -271,7 +271,13 @@ def abort_rollouts(
 
     ledger, app = ctx.ledger, ctx.config.app
     ended: list[Deployment] = []
-    for dep in control.to_abort(ledger, app, env.name):
+    try:
+        rollouts = control.to_abort(ledger, app, env.name)
+    except InputError:
+        if waiting_only:  # a rollback finds nothing to stop: it goes on with its own work
+            return ended
+        raise
+    for dep in rollouts:
         waiting = Phase(dep.phase).waiting
         if waiting_only and not waiting:
             continue
