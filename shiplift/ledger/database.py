@@ -8,8 +8,9 @@ relative SQLite path in the config is relative to the config's directory.
 A URL may carry a password: every message here shows it as ``***`` (:func:`safe_url`), and an
 error that cannot be opened says why in one line (:class:`LedgerUnavailable`, exit code 2).
 
-Two processes may open one ledger at once: on PostgreSQL the migration runs under a
-transaction-scoped advisory lock, so one migrates and the other then finds the schema at head.
+Two processes may open one ledger at once: the migration runs under a transaction-scoped
+advisory lock on PostgreSQL, a file lock on SQLite, so one migrates and the other then finds
+the schema at head.
 :func:`hold` is a lock shared by every process that opens the ledger: a session advisory lock
 on PostgreSQL (released by the server if the holder's connection dies), a file lock beside a
 SQLite file (one machine: the only place a SQLite ledger is shared).
@@ -176,11 +177,17 @@ def migrate(engine: Engine) -> None:
 
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
             # held to the commit: a second opener waits here, then finds the schema at HEAD
             # (PostgreSQL's DDL is transactional: nobody sees a half-made schema)
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("ledger", "migrate")})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        return
+    # SQLite: the file lock beside the database; a second opener waits, then upgrades from HEAD
+    # to HEAD (nothing). Without it, two processes opening a new ledger both created its tables.
+    with hold(engine, ("ledger", "migrate")), engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
