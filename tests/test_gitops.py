@@ -208,7 +208,8 @@ def test_the_served_sync_brings_a_removed_prod_container_back(
             time.sleep(0.5)
         back = time.monotonic() - removed
         ledger = open_ledger(project.ledger_url())
-        while (heal := ledger.history(project.app, "prod")[0]).phase != Phase.SUCCEEDED:
+        # the sync writes the heal's cause just after the rollout ends: wait for both
+        while (heal := ledger.history(project.app, "prod")[0]).phase != Phase.SUCCEEDED or not heal.reason:
             assert time.monotonic() - removed < 2 * interval + 30, heal
             time.sleep(0.5)
     assert drift_seen and drift_seen[0].startswith("v1 (") and "is not running" in drift_seen[0]
