@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,7 +27,19 @@ def _fresh_copy(dest: Path) -> Path:
     return dest
 
 
-def test_the_readme_demo_releases_v1_then_v2_everywhere(tmp_path: Path) -> None:
+@pytest.fixture
+def demo_cleaned_up(tmp_path: Path) -> Iterator[Path]:
+    """After the test: the demo's registry and Prefect server (run from this copy) are stopped,
+    and its app's containers removed, so the machine's 127.0.0.1:5000 and :4200 are free again."""
+    from tests.support.parts import remove_app
+
+    yield tmp_path
+    subprocess.run(["pkill", "-TERM", "-f", str(tmp_path)], check=False)
+    remove_app("hello")
+
+
+def test_the_readme_demo_releases_v1_then_v2_everywhere(demo_cleaned_up: Path) -> None:
+    tmp_path = demo_cleaned_up
     readme = (ROOT / "README.md").read_text()
     first_block = readme.split("```bash", 1)[1].split("```", 1)[0]
     demo_command = first_block.strip().splitlines()[0].split("#")[0].strip()
