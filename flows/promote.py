@@ -271,16 +271,12 @@ def abort_rollouts(
 
     ledger, app = ctx.ledger, ctx.config.app
     ended: list[Deployment] = []
-    try:
+    if waiting_only:  # a rollback stops what waits for a person; finding none, it goes on
+        rollouts = [d for d in ledger.unfinished_all(app, env.name) if Phase(d.phase).waiting]
+    else:  # an abort that stops nothing is refused in one line
         rollouts = control.to_abort(ledger, app, env.name)
-    except InputError:
-        if waiting_only:  # a rollback finds nothing to stop: it goes on with its own work
-            return ended
-        raise
     for dep in rollouts:
         waiting = Phase(dep.phase).waiting
-        if waiting_only and not waiting:
-            continue
         announce(f"{env.name}: aborting the rollout of {dep.version} ({dep.phase}, step {dep.step_index})")
         control.ask(ledger, dep.id, "abort", by)
         if waiting and dep.run_id:
