@@ -619,13 +619,16 @@ def status(
     from shiplift.status import environment_status
 
     try:
-        doc = environment_status(cfg)
-        if cfg.gitops is not None:  # git vs the ledger vs what runs; see `shiplift diff`
+        if json_out and cfg.gitops is not None:  # git vs the ledger vs what runs; see `shiplift diff`
             from shiplift.gitops import compare
 
             found = compare(cfg, list(cfg.environments))["environments"]
+            # the routers were read back by compare: status uses those weights, not a second read
+            doc = environment_status(cfg, routes={n: e["running"]["weights"] for n, e in found.items()})
             for name, entry in doc["environments"].items():
                 entry["drift"] = found[name]["drift"]
+        else:  # the table shows no drift
+            doc = environment_status(cfg)
     except ShipliftError as exc:
         _fail(str(exc), exc.exit_code)
     if json_out:

@@ -12,7 +12,9 @@ from shiplift.routers import router_for
 from shiplift.targets import target_for
 
 
-def environment_status(config: Config, *, live: bool = True) -> dict[str, Any]:
+def environment_status(
+    config: Config, *, live: bool = True, routes: dict[str, Weights | None] | None = None
+) -> dict[str, Any]:
     """``{"app": …, "environments": {name: {version, digest, endpoint, weights, phase}}}``.
 
     A Kubernetes environment also shows ``replicas: {ready, desired}``.
@@ -20,7 +22,12 @@ def environment_status(config: Config, *, live: bool = True) -> dict[str, Any]:
     ledger = open_ledger(ledger_url(config.root, config.ledger.url))
     states = {env.name: ledger.environment(config.app, env.name) for env in config.environments}
     served = [env for env in config.environments if states[env.name] is not None]
-    read_back = _read_routes(config, served) if live else {}
+    if not live:
+        read_back: dict[str, Weights | None] = {}
+    elif routes is not None:  # already read back by the caller (`status --json` with gitops)
+        read_back = {env.name: routes.get(env.name) for env in served}
+    else:
+        read_back = _read_routes(config, served)
     envs: dict[str, Any] = {}
     for env in config.environments:
         state = states[env.name]
