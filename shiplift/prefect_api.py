@@ -69,7 +69,9 @@ class Server:
 
     def run_url(self, run_id: str) -> str:
         """The Prefect UI page of a flow run."""
-        return f"{self.ui_url.rstrip('/')}/runs/flow-run/{run_id}"
+        from shiplift.prefect_ui import run_page
+
+        return run_page(self.ui_url, run_id)
 
     def refused(self, status: int) -> ApiAccessError:
         if self.credentials == "none":

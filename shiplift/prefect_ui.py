@@ -10,7 +10,6 @@ server (:mod:`shiplift.localserver`) when it runs. A ``user:password@`` part is 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 _CLOUD_API = "https://api.prefect.cloud/api"
 _CLOUD_UI = "https://app.prefect.cloud"
@@ -21,13 +20,13 @@ def ui_url(root: Path | None = None) -> str | None:
 
     ``root``: the config's directory, whose local server counts when no API is configured.
     """
-    from shiplift.prefect_api import read_settings
+    from shiplift.prefect_api import _shown, read_settings
 
     found = read_settings().values
     if found.get("PREFECT_UI_URL"):
-        return _shown(found["PREFECT_UI_URL"])
+        return _shown(found["PREFECT_UI_URL"].strip())
     if found.get("PREFECT_API_URL"):
-        return _shown(_inferred(found["PREFECT_API_URL"]))
+        return _shown(_inferred(found["PREFECT_API_URL"].strip()))
     if root is None:
         return None
     from shiplift.localserver import LocalServer
@@ -40,7 +39,12 @@ def run_url(run_id: str | None, ui: str | None) -> str | None:
     """The Prefect UI page of flow run ``run_id``; ``None`` without a run or a known UI."""
     if not run_id or not ui:
         return None
-    return f"{ui}/runs/flow-run/{run_id}"
+    return run_page(ui, run_id)
+
+
+def run_page(ui: str, run_id: str) -> str:
+    """The address of flow run ``run_id``'s page in the Prefect UI at ``ui``."""
+    return f"{ui.rstrip('/')}/runs/flow-run/{run_id}"
 
 
 def _inferred(api: str) -> str:
@@ -50,12 +54,3 @@ def _inferred(api: str) -> str:
         url = url.replace(_CLOUD_API, _CLOUD_UI, 1)
     url = url.removesuffix("/api").replace("/api/", "/")
     return url.replace("/accounts/", "/account/").replace("/workspaces/", "/workspace/")
-
-
-def _shown(url: str) -> str:
-    """``url`` without a trailing ``/`` or a ``user:password@`` part."""
-    parts = urlsplit(url.strip())
-    if parts.username is not None or parts.password is not None:
-        host = parts.hostname or ""
-        parts = parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host)
-    return urlunsplit(parts).rstrip("/")
