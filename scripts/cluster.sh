@@ -54,9 +54,17 @@ fail() {
 # This sandbox lacks CAP_SYS_RESOURCE: a container whose oom_score_adj is negative fails to start
 # ("runc create failed: can't get final child's PID from pipe"), and the kubelet gives the pod
 # sandbox -998 and Guaranteed pods -997. Both constants are set to 0 before building; the kubelet
-# and kube-proxy also run with --oom-score-adj=0. The patch text is part of the cache key.
+# and kube-proxy also run with --oom-score-adj=0.
+# kube-proxy 1.20 holds every NodePort open (listen() and never accept()) before it writes the
+# port's rules, and keeps it while the Service has no ready endpoint. A connection made then lands
+# in kube-proxy's socket and is never answered; its conntrack entry stays un-NATed, and a later
+# connection from the same client port follows it there too (about one request in a few thousand
+# of a load test from 127.0.0.1 hung for 30 s). Upstream removed that "port opener"
+# (kubernetes/kubernetes#108496, issue #106713); the third expression does the same here: the
+# opener returns a listener it never opened. The patch text is part of the cache key.
 PATCH_SPEC='pkg/kubelet/dockershim/docker_sandbox.go s/defaultSandboxOOMAdj int = -998/defaultSandboxOOMAdj int = 0/
-pkg/kubelet/qos/policy.go s/guaranteedOOMScoreAdj int = -997/guaranteedOOMScoreAdj int = 0/'
+pkg/kubelet/qos/policy.go s/guaranteedOOMScoreAdj int = -997/guaranteedOOMScoreAdj int = 0/
+pkg/proxy/iptables/proxier.go s/return openLocalPort(lp, isIPv6)/return (*net.TCPListener)(nil), nil/'
 # The tree vendors github.com/modern-go/reflect2 v1.0.1, which crashes under Go >= 1.18 (the API
 # server dies with "unexpected fault address" in mapiterinit as soon as it encodes a Secret).
 # Debian's golang-github-modern-go-reflect2-dev (1.0.2, the upstream fix) replaces it.
@@ -114,7 +122,7 @@ build_binaries() {
     local file expr
     while read -r file expr; do
       sed -i "$expr" "$dir/src/$file"
-      grep -q "$(sed -E 's#^s/[^/]*/([^/]*)/$#\1#' <<<"$expr")" "$dir/src/$file" ||
+      grep -qF "$(sed -E 's#^s/[^/]*/([^/]*)/$#\1#' <<<"$expr")" "$dir/src/$file" ||
         fail "build: patch $file" "$blog" "the expression '$expr' matched nothing"
     done <<<"$PATCH_SPEC"
     [[ -f "$REFLECT2_SRC/go_above_118.go" ]] ||
@@ -317,6 +325,23 @@ restore_sysctls() {
   done <"$STATE/machine.before"
 }
 
+# A connection to a NodePort that kube-proxy has no rule for yet (the Service is new, or its first
+# endpoint was just added) is not NATed; with no listener the kernel answers it with a reset, and its
+# conntrack entry stays 10 s (CLOSE) un-NATed: a later connection from the same client port within
+# that time follows it, un-NATed, and is refused too, though the Service now has rules. Load from
+# 127.0.0.1 reuses client ports quickly (1-3 refused in a few thousand, after a release's probes of
+# the new NodePort). So such a connection is refused by a REJECT rule before conntrack keeps it
+# (OUTPUT for the node's own clients, INPUT for others; DNATed ones go to a pod and match neither).
+refuse_unproxied_nodeports() {
+  local chain=SHIPLIFT-NODEPORTS hook
+  iptables -w -N "$chain" 2>/dev/null || iptables -w -F "$chain"
+  iptables -w -A "$chain" -p tcp --dport 30000:32767 -m conntrack --ctstate NEW -m conntrack ! --ctstate DNAT \
+    -j REJECT --reject-with tcp-reset
+  for hook in OUTPUT INPUT; do
+    iptables -w -C "$hook" -j "$chain" 2>/dev/null || iptables -w -I "$hook" -j "$chain"
+  done
+}
+
 cluster_up() {
   mkdir -p "$STATE/logs" "$STATE/pids"
   if ! docker info >/dev/null 2>&1; then
@@ -421,6 +446,7 @@ EOF
     --image-gc-high-threshold=100 --image-gc-low-threshold=99 \
     --eviction-hard='memory.available<1Mi,nodefs.available<1%,imagefs.available<1%' \
     --cluster-domain=cluster.local --v=1
+  refuse_unproxied_nodeports
   start kube-proxy "$bin/kube-proxy" --kubeconfig="$STATE/kube-proxy.kubeconfig" --hostname-override="$NODE_NAME" \
     --bind-address="$NODE_IP" --proxy-mode=iptables --cluster-cidr="$POD_CIDR" --oom-score-adj=0 \
     --nodeport-addresses=127.0.0.0/8 \
@@ -547,6 +573,7 @@ cluster_down() { # cluster_down [quiet]
     remove_chains "$cmd" KUBE-
     remove_chains "$cmd" CNI-
   done
+  remove_chains iptables SHIPLIFT-NODEPORTS
   if iptables-save 2>/dev/null | grep -qE -- "-N (KUBE|CNI)-"; then
     log "chains KUBE-*/CNI-* are left in iptables; read $STATE/logs/kube-proxy-cleanup.log and iptables-save"
   fi

@@ -171,3 +171,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         group = "cluster" if "kube_cluster" in fixtures else _XDIST_GROUPS.get(item.path.name)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A cluster daemon that died during the session (a Go panic, a fatal klog line) is named at
+    the end of the output, with its log: CI shows the end of the output only."""
+    import os
+    import re
+
+    logs = (
+        Path(os.environ.get("SHIPLIFT_STATE_DIR", Path(__file__).resolve().parents[1] / "state"))
+        / "cluster"
+        / "logs"
+    )
+    fatal = re.compile(r"^(panic: |fatal error: |F\d{4} )")
+    daemons = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
+    for log in sorted(path for name in daemons for path in logs.glob(f"{name}.log*")):
+        with log.open(errors="replace") as lines:
+            found = [line.rstrip()[:300] for line in lines if fatal.match(line)]
+        if found:
+            terminalreporter.write_line(f"cluster: {log} has {len(found)} fatal line(s); first: {found[0]}")

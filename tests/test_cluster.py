@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -216,6 +217,44 @@ def test_nodeport_answers_through_a_rolling_update_under_load(kube: Kube, images
     kube.apps.delete_namespaced_deployment("roll", kube.namespace)
 
 
+def test_a_nodeport_without_endpoints_refuses_connections_and_never_holds_them(kube: Kube) -> None:
+    """kube-proxy 1.20 held every NodePort open (listen, never accept) before its rules existed
+    and while the Service had no endpoint: a connection then succeeded and was never answered,
+    and later connections from the same client port followed its un-NATed conntrack entry.
+    cluster.sh removes that opener (kubernetes/kubernetes#108496): such a NodePort refuses."""
+    import socket
+
+    kube.core.create_namespaced_service(
+        kube.namespace,
+        {
+            "metadata": {"name": "empty"},
+            "spec": {"type": "NodePort", "selector": {"app": "nothing"}, "ports": [{"port": 80}]},
+        },
+    )
+    node_port = kube.core.read_namespaced_service("empty", kube.namespace).spec.ports[0].node_port
+    outcomes: dict[str, int] = {}
+    deadline = time.monotonic() + 6  # kube-proxy syncs within about 1 s of the Service
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", node_port), timeout=2):
+                outcome = "connected"
+        except OSError as exc:
+            outcome = type(exc).__name__
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        time.sleep(0.2)
+    # nothing on the machine listens on the NodePort (the opener listened from kube-proxy's first
+    # sync of the Service on; a REJECT rule hides it while there is no endpoint, not in between)
+    listening = [
+        line.split()[1]
+        for table in ("/proc/net/tcp", "/proc/net/tcp6")
+        for line in Path(table).read_text().splitlines()[1:]
+        if line.split()[1].endswith(f":{node_port:04X}") and line.split()[3] == "0A"
+    ]
+    kube.core.delete_namespaced_service("empty", kube.namespace, _preload_content=False)
+    assert set(outcomes) == {"ConnectionRefusedError"}, outcomes
+    assert listening == [], f"a socket listens on NodePort {node_port}: {listening}"
+
+
 def test_crash_and_bad_image_are_visible_through_the_api(
     kube: Kube, images: dict[str, str], registry: Registry
 ) -> None:
@@ -333,7 +372,7 @@ def _leftovers(cluster: Cluster, pids: dict[str, int]) -> list[str]:
             left += [
                 f"{cmd} -t {table}: {line}"
                 for line in rules.splitlines()
-                if "KUBE-" in line or "CNI-" in line
+                if "KUBE-" in line or "CNI-" in line or "SHIPLIFT-" in line
             ]
     return left
 

@@ -203,18 +203,30 @@ class ServiceRouter:
         raise RouterError(f"{self.env.name}: the Service {self.name} did not reach {weights} within 30s")
 
     def _wait_node_port(self, deadline: float) -> None:
+        """Wait until the NodePort gives an HTTP answer (any status) to ``health.path``.
+
+        A TCP handshake is not enough: kube-proxy before kubernetes/kubernetes#108496 (1.20 to
+        about 1.24) listens on every NodePort from before it writes the port's rules, so a
+        connection made in between succeeds and is never answered."""
         address = (self.env.host, self.env.port)
-        while True:
+        request = f"GET {self.config.health.path} HTTP/1.0\r\nHost: {address[0]}\r\n\r\n".encode()
+        problem = ""
+        while time.monotonic() < deadline:
             try:
-                with socket.create_connection(address, timeout=1):
-                    return
+                with socket.create_connection(address, timeout=1) as sock:
+                    sock.sendall(request)
+                    if sock.recv(5) == b"HTTP/":
+                        return
+                    problem = "no HTTP answer"
+            except TimeoutError:
+                problem = "no answer within 1 s"
             except OSError as exc:
-                if time.monotonic() >= deadline:
-                    raise RouterError(
-                        f"{self.env.name}: the stable endpoint {address[0]}:{address[1]} does not take "
-                        f"connections ({exc.strerror or exc}); is `host` an address of a node?"
-                    ) from None
+                problem = exc.strerror or str(exc)
             time.sleep(0.1)
+        raise RouterError(
+            f"{self.env.name}: the stable endpoint {address[0]}:{address[1]} does not answer HTTP "
+            f"({problem or 'timed out'}); is `host` an address of a node?"
+        )
 
     def get_routes(self) -> Weights | None:
         try:
