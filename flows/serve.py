@@ -1,7 +1,7 @@
 """Serve shiplift's flows as Prefect deployments from one long-running process.
 
 ``shiplift serve`` calls :func:`serve_flows`; the Prefect UI, the REST API and
-``prefect deployment run`` then start releases, promotions and rollbacks. Each database of the
+``prefect deployment run`` then start releases, promotions, rollbacks and teardowns. Each database of the
 config adds ``backup-<db>`` (on its ``schedule``), ``drill-<db>`` (on its ``drill_schedule``),
 ``restore-<db>`` and ``prune-<db>``; every schedule is a cron in UTC. With ``gitops``, the
 ``sync`` deployment runs every ``gitops.interval_seconds`` (default 30 s).
@@ -19,6 +19,7 @@ from flows.promote import promote
 from flows.release import release
 from flows.rollback import rollback
 from flows.sync import sync
+from flows.teardown import teardown
 from shiplift.config import load_config
 
 
@@ -29,6 +30,7 @@ def deployments(config_path: str) -> list[Any]:
         release.to_deployment(name="release", parameters={"config_path": path}),
         promote.to_deployment(name="promote", parameters={"config_path": path}),
         rollback.to_deployment(name="rollback", parameters={"config_path": path}),
+        teardown.to_deployment(name="teardown", parameters={"config_path": path}),
     ]
     config = load_config(path)
     if config.gitops is not None:

@@ -467,6 +467,53 @@ def abort(
 
 
 @app.command()
+def teardown(
+    env: Annotated[str, typer.Option("--env", help="The environment to remove.")],
+    app_name: Annotated[
+        str | None, typer.Option("--app", help="The app, checked against the config's (for scripts).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    config: ConfigOpt = Path("shiplift.yaml"),
+    author: Annotated[
+        str | None, typer.Option("--author", help="Who tears down (default: git user).")
+    ] = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Remove ENV of the app: containers, router and network (Docker); Deployments, Services and
+    the route (Kubernetes). The ledger keeps its history and shows ENV torn down; a later release
+    recreates it. Refused while a rollout is in progress in ENV; asks first unless --yes.
+    """
+    cfg = _load(config)
+    _known_env(cfg, env)
+    if app_name is not None and app_name != cfg.app:
+        _fail(f"--app {app_name}: {config} is the config of {cfg.app}; pass --config of {app_name}'s", 2)
+    from shiplift.ledger import ledger_url, open_ledger
+    from shiplift.teardown import refuse_in_progress
+
+    try:
+        refuse_in_progress(open_ledger(ledger_url(cfg.root, cfg.ledger.url)), cfg.app, env)
+    except ShipliftError as exc:
+        _fail(str(exc), exc.exit_code)
+    if not yes:
+        if not (sys.stdin.isatty() and err.is_terminal):
+            _fail(f"teardown removes {env} of {cfg.app}: pass --yes to confirm (no terminal to ask)", 2)
+        kube = cfg.environment(env).target.kind == "kubernetes"
+        what = "its Deployments and Services" if kube else "its containers, router and network"
+        if not typer.confirm(f"Remove {env} of {cfg.app}: {what}? Its history stays.", err=True):
+            _fail(f"{env} of {cfg.app} not torn down: not confirmed", 1)
+    _preflight(cfg, [env])
+    from flows.teardown import teardown as teardown_flow
+
+    result = _run_flow(teardown_flow, verbose, config_path=str(config), env=env, author=_author(cfg, author))
+    removed = ", ".join(result["removed"]) or "nothing was left to remove"
+    line = f"{env} of {cfg.app} torn down (removed: {removed}); the ledger keeps its history"
+    if result.get("gitops"):
+        line += f" ({result['gitops']})"
+    _print_result(result, json_out, line)
+
+
+@app.command()
 def sync(
     env: Annotated[str | None, typer.Option("--env", help="Only this environment.")] = None,
     config: ConfigOpt = Path("shiplift.yaml"),
@@ -553,14 +600,16 @@ def render(
     """Print the Kubernetes manifests shiplift would apply for VERSION in ENV, as YAML.
 
     To review them, or to check them with `kubectl apply --dry-run=server -f -`. Nothing is
-    applied; the cluster is not contacted.
+    applied; the cluster is not contacted. Without container_port, the app's port is the image's
+    single EXPOSE, read as a release reads it: from the Docker engine when it has the image, else
+    from the registry; an image with several or none is refused in one line (exit 2).
     """
     import yaml
 
     from shiplift.ledger import ledger_url, open_ledger
     from shiplift.model import ImageRef
     from shiplift.routers.service import service_manifests
-    from shiplift.targets.kubernetes import version_manifests
+    from shiplift.targets.kubernetes import app_port, version_manifests
 
     cfg = _load(config)
     _known_env(cfg, env)
@@ -570,7 +619,8 @@ def render(
     record = open_ledger(ledger_url(cfg.root, cfg.ledger.url)).release(cfg.app, version)
     if record is None:
         _fail(f"--version {version}: never released; run shiplift release first", 2)
-    docs = version_manifests(cfg, environment, version, ImageRef(record.repository, record.digest))
+    image = ImageRef(record.repository, record.digest)
+    docs = version_manifests(cfg, environment, version, image, port=app_port(cfg, image))
     if environment.router_kind == "service":
         docs += service_manifests(cfg, environment)
     typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
@@ -1144,6 +1194,7 @@ def main() -> NoReturn:
     """
     try:
         try:
+            _only_the_command_run(sys.argv[1:])
             app(prog_name="shiplift")  # also under `python -m shiplift`: completion is for `shiplift`
         except ShipliftError as exc:
             _say(str(exc), exc.exit_code)
@@ -1156,6 +1207,22 @@ def main() -> NoReturn:
     except SystemExit as exc:
         _exit_now(exc.code)
     _exit_now(0)
+
+
+def _only_the_command_run(args: list[str]) -> None:
+    """Typer builds the parser of every command before it runs one (each signature read, each
+    option made: a twentieth of a second of the everyday commands' start). When ``args`` name a
+    command, only that one is built; anything else (no command, ``--help``, a group, shell
+    completion) builds them all, as before."""
+    if not args or any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ):
+        return
+    named = [
+        c
+        for c in app.registered_commands
+        if (c.name or getattr(c.callback, "__name__", "").replace("_", "-")) == args[0]
+    ]
+    if named:  # the `server` group stays: one command alone, Typer would make it the whole app
+        app.registered_commands = named
 
 
 def _exit_now(code: object) -> NoReturn:

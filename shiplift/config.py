@@ -39,7 +39,6 @@ REPOSITORY = re.compile(rf"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?{_COMPONEN
 TARGET_KINDS = ("docker", "kubernetes")
 ROUTER_KINDS = {"docker": ("traefik",), "kubernetes": ("service", "gateway_api")}
 """The router kinds of each target kind; the first is the default."""
-KUBE_DEFAULT_PORT = 8000
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -951,6 +950,52 @@ class LedgerConfig(_Model):
         )
 
 
+DEFAULT_ADDRESS_POOL = "10.210.0.0/16"
+"""Outside Docker's default pools (172.17.0.0/16-172.31.0.0/16, 192.168.0.0/16) and the local
+cluster's service and pod ranges (10.96.0.0/16, 10.244.0.0/24)."""
+
+
+class DockerConfig(_Model):
+    """The networks of docker environments: one per app and environment, a small subnet each."""
+
+    address_pool: str = Field(
+        DEFAULT_ADDRESS_POOL,
+        description="IPv4 range shiplift carves its networks' subnets from, one per app and "
+        "environment on an engine; pick one no network of the host or the engine's other networks use.",
+    )
+    subnet_size: int = Field(
+        27,
+        ge=16,
+        le=29,
+        description="Prefix length of each network's subnet: /27 is 29 containers (the router and the "
+        "versions of a rollout), 2048 networks in a /16.",
+    )
+
+    @field_validator("address_pool")
+    @classmethod
+    def _pool(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            pool = ipaddress.ip_network(value.strip(), strict=True)
+        except ValueError:
+            raise ValueError(f"{short(value)} is not an IPv4 network such as 10.210.0.0/16") from None
+        if pool.version != 4:
+            raise ValueError(f"{short(value)} is not an IPv4 network such as 10.210.0.0/16")
+        return str(pool)
+
+    @model_validator(mode="after")
+    def _fits(self) -> DockerConfig:
+        prefix = int(self.address_pool.rsplit("/", 1)[1])
+        if self.subnet_size < prefix:
+            raise KeyedError(
+                ("subnet_size",),
+                f"/{self.subnet_size} subnets do not fit in address_pool {self.address_pool}: "
+                f"use {prefix} or more",
+            )
+        return self
+
+
 NOTIFY_EVENTS = (
     "awaiting_approval",
     "progressing",
@@ -961,6 +1006,7 @@ NOTIFY_EVENTS = (
     "rolled_back",
     "rejected",
     "aborted",
+    "torn_down",
     "drill_failed",
     "backup_failed",
 )
@@ -1030,7 +1076,8 @@ class Config(_Model):
         ge=1,
         le=65535,
         description="Port the app listens on (passed to it as PORT); default: the image's single "
-        "EXPOSE on docker targets, 8000 on kubernetes.",
+        "TCP EXPOSE (an image with several or none is refused), read from the Docker engine, or on "
+        "kubernetes from the image's registry when the engine does not have it.",
     )
     environments: list[EnvironmentConfig] = Field(min_length=1, description="The levels, in promotion order.")
     databases: list[DatabaseConfig] = Field(
@@ -1038,6 +1085,10 @@ class Config(_Model):
     )
     retries: RetryConfig = Field(default_factory=RetryConfig, description="Retries of transient steps.")
     ledger: LedgerConfig = Field(default_factory=LedgerConfig, description="Where the ledger is kept.")
+    docker: DockerConfig = Field(
+        default_factory=DockerConfig,
+        description="Networks of docker environments: the address pool and the size of each subnet.",
+    )
     gitops: GitopsConfig | None = Field(
         None, description="The environment repository that records and says what runs (default: none)."
     )
@@ -1103,12 +1154,6 @@ class Config(_Model):
                 return db
         known = ", ".join(d.name for d in self.databases) or "none"
         raise ConfigError(f"database {name!r} is not in the config (known: {known})")
-
-    @property
-    def kube_port(self) -> int:
-        """The app's port on kubernetes: ``container_port``, else 8000 (the image's ``EXPOSE`` is
-        read on a Docker engine, which a cluster environment does not have)."""
-        return self.container_port or KUBE_DEFAULT_PORT
 
     @property
     def root(self) -> Path:

@@ -130,8 +130,9 @@ class EnvRepo:
     def file_of(self, env: str, app: str) -> str:
         return f"{self.gitops.path.strip('/')}/{env}/{app}.yaml"
 
-    def commit_and_push(self, rel: str, content: str, message: str) -> str | None:
-        """Write ``rel`` and push one commit; the commit's sha, or ``None`` when git already says so.
+    def commit_and_push(self, rel: str, content: str | None, message: str) -> str | None:
+        """Write ``rel`` (remove it: ``None``) and push one commit; the commit's sha, or ``None``
+        when git already says so.
 
         A push rejected because the branch moved: fetch, re-apply the file on the new tip, push
         again, at most ``PUSH_ATTEMPTS`` times. Never forced.
@@ -140,11 +141,16 @@ class EnvRepo:
         for _ in range(PUSH_ATTEMPTS):
             self.refresh()
             path = self.dir / rel
-            if path.exists() and path.read_text(encoding="utf-8") == content:
-                return None
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content, encoding="utf-8")
-            self.git("add", rel)
+            if content is None:
+                if not path.exists():
+                    return None
+                self.git("rm", "-q", "--", rel)
+            else:
+                if path.exists() and path.read_text(encoding="utf-8") == content:
+                    return None
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(content, encoding="utf-8")
+                self.git("add", rel)
             self.git("commit", "-q", "-m", message)
             sha = self.git("rev-parse", "HEAD").stdout.strip()
             pushed = self.git("push", "-q", "origin", f"HEAD:refs/heads/{self.gitops.branch}", check=False)
@@ -523,6 +529,37 @@ def record_environment(
     if sha is not None:
         ledger.note(dep.id, IN_GIT + sha)
         announce(f"{environment}: recorded in git as {sha[:12]}")
+    return None
+
+
+def forget_environment(
+    config: Config, ledger: Ledger, environment: str, dep: Deployment, *, run_id: str | None, by: str | None
+) -> str | None:
+    """After a teardown: remove the environment's file from git with one commit, so that sync
+    does not bring the environment back; never raises (like :func:`record_environment`).
+
+    ``dep`` is the teardown's ledger record; the commit (or why there is none) is noted on it.
+    """
+    if config.gitops is None:
+        return None
+    repo = EnvRepo.of(config)
+    rel = repo.file_of(environment, config.app)
+    text = (
+        f"{environment}: tear down {config.app}\n\nprefect run: {run_id or 'none'}\n"
+        f"deployment: {dep.id} (teardown)\nby: {by or 'shiplift teardown'}"
+    )
+    try:
+        with repo.locked():
+            sha = repo.commit_and_push(rel, None, text)
+    except (ShipliftError, OSError) as exc:
+        why = str(exc) or type(exc).__name__
+        ledger.note(dep.id, NOT_IN_GIT + why)
+        line = f"gitops: {environment} is torn down, but {rel} is still in git: {why}"
+        announce(line)
+        return line
+    if sha is not None:
+        ledger.note(dep.id, IN_GIT + sha)
+        announce(f"{environment}: {rel} removed from git in {sha[:12]}")
     return None
 
 

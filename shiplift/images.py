@@ -21,6 +21,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils.build import exclude_paths
+from requests.exceptions import RequestException
 
 from shiplift.baseimage import base_images, ensure_base_images
 from shiplift.config import REPOSITORY, Config
@@ -239,6 +240,22 @@ def image_port(client: docker.DockerClient, image: ImageRef) -> int:
     except (APIError, DockerException) as exc:
         raise PushError(f"cannot inspect {image}: {_one_line(exc)}") from None
     return exposed_port((attrs.get("Config") or {}).get("ExposedPorts"), str(image))
+
+
+def pushed_image_port(image: ImageRef, engine: docker.DockerClient | None) -> int:
+    """The port a pushed ``image`` listens on, by its single ``EXPOSE`` (:func:`exposed_port`):
+    read from ``engine`` when it has the image (the release built it there), else from the
+    image's registry (:func:`shiplift.registry.image_config`), for a cluster pulls it from there."""
+    if engine is not None:
+        try:
+            attrs = engine.images.get(str(image)).attrs
+        except (APIError, DockerException, RequestException):  # ImageNotFound included
+            attrs = None
+        if attrs is not None:
+            return exposed_port((attrs.get("Config") or {}).get("ExposedPorts"), str(image))
+    from shiplift.registry import image_config
+
+    return exposed_port((image_config(image).get("config") or {}).get("ExposedPorts"), str(image))
 
 
 def _one_line(value: object) -> str:

@@ -46,6 +46,8 @@ class Phase(StrEnum):
     REJECTED = "Rejected"
     ABORTED = "Aborted"
     """A progressive rollout stopped on its way: traffic back on the stable version, the new one removed."""
+    TORN_DOWN = "TornDown"
+    """``shiplift teardown``: the environment's versions, router and network removed; its history kept."""
 
     @property
     def waiting(self) -> bool:
@@ -54,7 +56,14 @@ class Phase(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK, Phase.REJECTED, Phase.ABORTED)
+        return self in (
+            Phase.SUCCEEDED,
+            Phase.FAILED,
+            Phase.ROLLED_BACK,
+            Phase.REJECTED,
+            Phase.ABORTED,
+            Phase.TORN_DOWN,
+        )
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ WORDS = {
     "rolled_back": "rolled back",
     "rejected": "rejected",
     "aborted": "ABORTED",
+    "torn_down": "torn down",
 }
 
 

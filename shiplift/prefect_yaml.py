@@ -9,7 +9,7 @@ the config stays the one place where a schedule is written, as for ``shiplift se
     prefect deploy --all
 
 It registers, on one work pool, the deployments ``shiplift serve`` serves, by the same names:
-``release``, ``promote``, ``rollback``, and for each database ``backup-<db>`` (on its
+``release``, ``promote``, ``rollback``, ``teardown``, and for each database ``backup-<db>`` (on its
 ``schedule``), ``drill-<db>`` (on its ``drill_schedule``), ``restore-<db>`` and ``prune-<db>``
 (crons in UTC) — so a team moving from ``shiplift serve`` to a work pool, or to the compose
 stack's workers, finds the same deployments.
@@ -40,6 +40,7 @@ FLOWS = (
     ("release", "flows.release.release"),
     ("promote", "flows.promote.promote"),
     ("rollback", "flows.rollback.rollback"),
+    ("teardown", "flows.teardown.teardown"),
     ("backup", "flows.backup.backup_flow"),
     ("drill", "flows.backup.drill_flow"),
     ("restore", "flows.backup.restore_flow"),
@@ -73,7 +74,7 @@ def document(
     """The prefect.yaml document.
 
     With a config: the deployments ``shiplift serve`` serves, by the same names — release,
-    promote, rollback, and per database ``backup-<db>`` (on its ``schedule``), ``drill-<db>``
+    promote, rollback, teardown, and per database ``backup-<db>`` (on its ``schedule``), ``drill-<db>``
     (on its ``drill_schedule``), ``restore-<db>``, ``prune-<db>``. Without one (the template):
     one deployment per flow, the database given by each run (``-p db=NAME``), no schedules.
     """
@@ -85,7 +86,7 @@ def document(
     entry = dict(FLOWS)
     deployments = [
         _deployment(name, entry[name], work_pool, config_path=config_path)
-        for name in ("release", "promote", "rollback")
+        for name in ("release", "promote", "rollback", "teardown")
     ]
     if config is None:
         deployments += [

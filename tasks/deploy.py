@@ -110,6 +110,23 @@ def stop_others(config: Config, env: EnvironmentConfig, keep: str) -> list[str]:
     return stopped
 
 
+@task(
+    name="teardown-environment", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=600
+)
+def teardown_environment(config: Config, env: EnvironmentConfig) -> list[str]:
+    """Remove ``env``: its router first (the endpoint stops taking requests), then every version
+    and what ``prepare`` made (network; Deployments, Services, Secrets). Returns what was removed.
+
+    Example:
+        >>> teardown_environment(config, config.environment("dev"))  # doctest: +SKIP
+        ['shiplift-hello--dev-router', 'shiplift-hello--dev-v1-…', 'network shiplift-hello--dev']
+    """
+    removed = router_for(config, env).teardown()
+    removed += target_for(config, env).teardown()
+    get_run_logger().info("%s: removed %s", env.name, ", ".join(removed) or "nothing (already gone)")
+    return removed
+
+
 @task(name="list-instances", cache_policy=NO_CACHE, retry_condition_fn=is_transient, timeout_seconds=60)
 def list_instances(config: Config, env: EnvironmentConfig) -> list[Instance]:
     """Every instance of the app in ``env``.

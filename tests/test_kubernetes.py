@@ -350,8 +350,41 @@ def test_replace_under_load_loses_nothing_and_sigkill_mid_canary_resumes_without
     assert versions_seen(f"{kprod.endpoint('prod')}/version", 6) == {"v3": 6}
 
 
-def test_render_prints_what_would_be_applied(kprod: Project) -> None:
-    assert kprod.shiplift("release", "--version", "v1").returncode == 0
+def test_the_port_is_the_images_expose_and_render_prints_what_would_be_applied(
+    kprod: Project, kube_cluster: Cluster
+) -> None:
+    """No container_port: the image's single EXPOSE (8080 here) is the app's port everywhere, and
+    PORT; an image that EXPOSEs two ports is refused in one line, exit 2, no version applied."""
+    set_strategy(kprod, {"kind": "replace"})
+    doc = kprod.config()
+    del doc["container_port"]
+    doc["environments"][-1]["target"]["replicas"] = 1
+    kprod.write_config(doc)
+    dockerfile = kprod.dir / "Dockerfile"
+    text = dockerfile.read_text()
+    assert "EXPOSE 8000\n" in text
+    dockerfile.write_text(text.replace("EXPOSE 8000\n", "EXPOSE 8080 9090\n"))
+    refused = kprod.shiplift("release", "--version", "v0")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith("shiplift: error: container_port: ")
+    assert "EXPOSEs 8080, 9090; set container_port in shiplift.yaml" in refused.stderr
+    assert deployments(kprod, kube_cluster) == []
+
+    dockerfile.write_text(text.replace("EXPOSE 8000\n", "EXPOSE 8080\n"))
+    out = kprod.shiplift("release", "--version", "v1")
+    assert out.returncode == 0, out.stderr
+    assert versions_seen(f"{kprod.endpoint('prod')}/version", 3) == {"v1": 3}
+    # the HTTP check's way in (the API server's service proxy) reaches the version on its port
+    from shiplift.config import load_config
+    from shiplift.targets.kubernetes import KubernetesTarget
+
+    cfg = load_config(kprod.config_path)
+    target = KubernetesTarget(kube_cluster.api(), config=cfg, env=cfg.environment("prod"))
+    [instance] = target.instances()
+    way = target.direct(instance)
+    assert instance.backend_url.endswith(":8080") and way is not None
+    with httpx.Client(headers=way.headers, verify=way.verify, cert=way.cert, timeout=10) as http:
+        assert http.get(f"{way.url}/version").text.strip() == "v1"
     out = kprod.shiplift("render", "--env", "prod", "--version", "v1", check=True)
     import yaml
 
@@ -363,7 +396,14 @@ def test_render_prints_what_would_be_applied(kprod: Project) -> None:
         ("Service", kprod.app),
     ]
     container = docs[0]["spec"]["template"]["spec"]["containers"][0]
-    assert "@sha256:" in container["image"] and container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "@sha256:" in container["image"] and container["readinessProbe"]["httpGet"] == {
+        "path": "/healthz",
+        "port": 8080,
+    }
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert {"name": "PORT", "value": "8080"} in container["env"]
+    assert [(p["port"], p["targetPort"]) for p in docs[1]["spec"]["ports"]] == [(8080, 8080)]
+    assert [p["targetPort"] for p in docs[2]["spec"]["ports"]] == ["http"]
 
 
 def test_settings_and_secrets_reach_the_pods_and_a_rotated_secret_restarts_them(

@@ -27,7 +27,7 @@ def test_every_flow_is_registered_by_its_module_path() -> None:
 
     doc = yaml.safe_load(template())
     names = [d["name"] for d in doc["deployments"]]
-    assert names == ["release", "promote", "rollback", "backup", "drill", "restore", "prune"]
+    assert names == ["release", "promote", "rollback", "teardown", "backup", "drill", "restore", "prune"]
     for d in doc["deployments"]:
         flow = import_object(d["entrypoint"])
         assert isinstance(flow, Flow) and flow.name == d["name"], d["entrypoint"]
@@ -76,7 +76,7 @@ def test_schedules_come_from_the_config_one_per_database(tmp_path: Path) -> None
     }
     by_name = {d["name"]: d for d in doc["deployments"]}
     assert list(by_name) == [
-        "release", "promote", "rollback",
+        "release", "promote", "rollback", "teardown",
         "backup-main", "drill-main", "restore-main", "prune-main",
         "backup-audit", "drill-audit", "restore-audit", "prune-audit",
     ]  # fmt: skip

@@ -232,7 +232,7 @@ def test_prefect_deploy_works_from_deployments_prefect_yaml(project: Project, tm
     found = asyncio.run(registered())
     # the deployments `shiplift serve` serves, by the same names
     assert set(found) == {
-        "release/release", "promote/promote", "rollback/rollback",
+        "release/release", "promote/promote", "rollback/rollback", "teardown/teardown",
         "backup/backup-main", "drill/drill-main", "restore/restore-main", "prune/prune-main",
     }  # fmt: skip
     assert {d.parameters.get("config_path") for d in found.values()} == {"shiplift.yaml"}

@@ -26,15 +26,17 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zstandard
 
-from shiplift.backups.crypto import BackupKey, Decryptor, Encryptor
 from shiplift.backups.engines import STALE, Engine, TableSum
 from shiplift.backups.stores import Store
 from shiplift.errors import BackupError
 from shiplift.progress import Meter
+
+if TYPE_CHECKING:
+    from shiplift.backups.crypto import BackupKey
 
 FORMAT = 1
 ZSTD_LEVEL = 1
@@ -139,6 +141,8 @@ def backup(
     counters and the writer, whose ``abort`` must run whatever stage fails; the manifest is
     written only once the object is whole.
     """
+    from shiplift.backups.crypto import Encryptor  # here: `shiplift backups` lists, never encrypts
+
     started = at or datetime.now(UTC)
     t0 = time.monotonic()
     backup_id = new_id(started)
@@ -283,6 +287,8 @@ def plain(store: Store, manifest: Manifest, key: BackupKey, meter: Meter | None 
     so a flipped byte is named as a checksum mismatch and a cut object as truncated.
     ``meter`` counts the bytes downloaded.
     """
+    from shiplift.backups.crypto import Decryptor
+
     if manifest.key_id != key.key_id:
         raise BackupError(
             f"wrong key: backup {manifest.id} was encrypted with key id {manifest.key_id}, "

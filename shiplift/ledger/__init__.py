@@ -3,19 +3,23 @@
 SQLite by default at ``<config dir>/.shiplift/ledger.db``; PostgreSQL (shared by a team's
 workers and CLIs) through the ``ledger.url`` config key or ``SHIPLIFT_LEDGER_URL``, either of
 them ``env:VAR``. Alembic migrations run on open, one opener at a time (``database.py``).
+
+Reads are SQLAlchemy Core queries on the tables of :mod:`.schema`; writes go through the ORM's
+row classes (:mod:`.tables`), loaded on the first write: a command that only reads (``status``,
+``history``, ``approve``…) starts without the ORM.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, func, select, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, Row, Select, func, select, text
 
 from shiplift.errors import LedgerError
+from shiplift.ledger import schema
 from shiplift.ledger.database import (
     HEAD,
     MIGRATIONS,
@@ -44,16 +48,12 @@ from shiplift.ledger.records import (
     drill_of,
     now,
 )
-from shiplift.ledger.tables import (
-    ApprovalRow,
-    BackupRow,
-    DeploymentRow,
-    DrillRow,
-    EnvironmentRow,
-    EventRow,
-    ReleaseRow,
-)
 from shiplift.model import Phase, Weights
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from shiplift.ledger.tables import DeploymentRow, EnvironmentRow, ReleaseRow
 
 __all__ = [
     "HEAD",
@@ -92,12 +92,22 @@ class Ledger:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._sessions: sessionmaker[Session] | None = None
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
+        """One write transaction, through the ORM (loaded here, on the first write)."""
+        if self._sessions is None:
+            from sqlalchemy.orm import sessionmaker
+
+            self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         with self._sessions.begin() as session:
             yield session
+
+    def _read(self, query: Select[Any]) -> Sequence[Row[Any]]:
+        """The rows of one read-only Core query."""
+        with self.engine.connect() as conn:
+            return conn.execute(query).all()
 
     def __repr__(self) -> str:
         return f"Ledger({safe_url(self.engine.url)})"
@@ -142,9 +152,16 @@ class Ledger:
         A different digest (a ``--force`` rebuild) is a new row: the rows before it, and the
         deployments that served them, keep their digests.
         """
+        from shiplift.ledger.tables import ReleaseRow
+
         with self._session() as s:
             self._serialize(s, "release", app, version)  # two workers recording one build: one row
-            row = self._newest(s, app, version)
+            row = s.scalar(
+                select(ReleaseRow)
+                .where(ReleaseRow.app == app, ReleaseRow.version == version)
+                .order_by(ReleaseRow.id.desc())
+                .limit(1)
+            )
             if row is None or row.digest != digest:
                 row = ReleaseRow(
                     app=app,
@@ -161,23 +178,16 @@ class Ledger:
                 s.flush()
             return self._release(row)
 
-    @staticmethod
-    def _newest(s: Session, app: str, version: str) -> ReleaseRow | None:
-        return s.scalar(
-            select(ReleaseRow)
-            .where(ReleaseRow.app == app, ReleaseRow.version == version)
-            .order_by(ReleaseRow.id.desc())
-            .limit(1)
-        )
-
     def release(self, app: str, version: str) -> ReleaseRecord | None:
         """The newest build recorded for ``version``."""
-        with self._session() as s:
-            row = self._newest(s, app, version)
-            return self._release(row) if row else None
+        t = schema.releases
+        rows = self._read(
+            select(t).where(t.c.app == app, t.c.version == version).order_by(t.c.id.desc()).limit(1)
+        )
+        return self._release(rows[0]) if rows else None
 
     @staticmethod
-    def _release(row: ReleaseRow) -> ReleaseRecord:
+    def _release(row: ReleaseRow | Row[Any]) -> ReleaseRecord:
         return ReleaseRecord(
             app=row.app,
             version=row.version,
@@ -195,6 +205,8 @@ class Ledger:
 
         No automatic promotion takes a bad version; ``--force`` does.
         """
+        from shiplift.ledger.tables import ReleaseRow
+
         with self._session() as s:
             query = select(ReleaseRow).where(ReleaseRow.app == app, ReleaseRow.version == version)
             for row in s.scalars(query):
@@ -215,6 +227,8 @@ class Ledger:
         previous_digest: str | None,
         run_id: str | None,
     ) -> Deployment:
+        from shiplift.ledger.tables import DeploymentRow
+
         at = now()
         with self._session() as s:
             row = DeploymentRow(
@@ -250,26 +264,26 @@ class Ledger:
     def unfinished_all(self, app: str, environment: str) -> list[Deployment]:
         """Every deployment in ``environment`` not in a final phase, newest first."""
         finished = [str(p) for p in Phase if p.finished]
-        with self._session() as s:
-            rows = s.scalars(
-                select(DeploymentRow)
-                .where(
-                    DeploymentRow.app == app,
-                    DeploymentRow.environment == environment,
-                    DeploymentRow.phase.not_in(finished),
-                )
-                .order_by(DeploymentRow.id.desc())
-            )
-            return [deployment_of(r) for r in rows]
+        t = schema.deployments
+        rows = self._read(
+            select(t)
+            .where(t.c.app == app, t.c.environment == environment, t.c.phase.not_in(finished))
+            .order_by(t.c.id.desc())
+        )
+        return [deployment_of(r) for r in rows]
 
     def set_run(self, deployment_id: int, run_id: str) -> None:
         """A new flow run took the deployment over."""
+        from shiplift.ledger.tables import DeploymentRow
+
         with self._session() as s:
             row = s.get_one(DeploymentRow, deployment_id)
             row.run_id = run_id
 
     def set_previous(self, deployment_id: int, version: str | None, digest: str | None) -> None:
         """Record what the environment served when the deployment took the environment lock."""
+        from shiplift.ledger.tables import DeploymentRow
+
         with self._session() as s:
             row = s.get_one(DeploymentRow, deployment_id)
             row.previous_version, row.previous_digest = version, digest
@@ -291,6 +305,8 @@ class Ledger:
         ``analysis`` measurement just taken), logs the event, and applies ``environment`` to the
         environment's row.
         """
+        from shiplift.ledger.tables import DeploymentRow
+
         with self._session() as s:
             row = s.get_one(DeploymentRow, deployment_id)
             row.step_index = step_index
@@ -302,6 +318,8 @@ class Ledger:
 
     def set_plan(self, deployment_id: int, steps: list[str]) -> None:
         """The steps the rollout chose, described; its step index points into them."""
+        from shiplift.ledger.tables import DeploymentRow
+
         with self._session() as s:
             row = s.get_one(DeploymentRow, deployment_id)
             row.plan, row.updated_at = list(steps), now()
@@ -312,11 +330,12 @@ class Ledger:
         One cheap query (indexed maxima), for polling: the newest event and decision, and the
         newest change of the app's deployments and environments.
         """
+        d, e = schema.deployments, schema.environments
         newest = (
-            select(func.max(EventRow.id)).scalar_subquery(),
-            select(func.max(ApprovalRow.id)).scalar_subquery(),
-            select(func.max(DeploymentRow.updated_at)).where(DeploymentRow.app == app).scalar_subquery(),
-            select(func.max(EnvironmentRow.updated_at)).where(EnvironmentRow.app == app).scalar_subquery(),
+            select(func.max(schema.events.c.id)).scalar_subquery(),
+            select(func.max(schema.approvals.c.id)).scalar_subquery(),
+            select(func.max(d.c.updated_at)).where(d.c.app == app).scalar_subquery(),
+            select(func.max(e.c.updated_at)).where(e.c.app == app).scalar_subquery(),
         )
         with self.engine.connect() as conn:
             return tuple(conn.execute(select(*newest)).one())
@@ -331,6 +350,8 @@ class Ledger:
     ) -> Deployment:
         """The last transition: ``phase`` is final; ``reason`` says why (logged as the event)."""
         assert phase.finished, phase
+        from shiplift.ledger.tables import DeploymentRow
+
         with self._session() as s:
             row = s.get_one(DeploymentRow, deployment_id)
             row.reason = reason
@@ -349,29 +370,32 @@ class Ledger:
         return deployment_of(row)
 
     def deployment(self, deployment_id: int) -> Deployment:
-        with self._session() as s:
-            return deployment_of(s.get_one(DeploymentRow, deployment_id))
+        t = schema.deployments
+        rows = self._read(select(t).where(t.c.id == deployment_id))
+        if not rows:
+            raise LedgerError(f"no deployment {deployment_id} in the ledger")
+        return deployment_of(rows[0])
 
     def history(self, app: str, environment: str | None = None, limit: int = 100) -> list[Deployment]:
-        with self._session() as s:
-            query = select(DeploymentRow).where(DeploymentRow.app == app)
-            if environment:
-                query = query.where(DeploymentRow.environment == environment)
-            rows = s.scalars(query.order_by(DeploymentRow.id.desc()).limit(limit))
-            return [deployment_of(r) for r in rows]
+        """The newest ``limit`` deployments of ``app`` (in ``environment``), newest first."""
+        t = schema.deployments
+        query = select(t).where(t.c.app == app)
+        if environment:
+            query = query.where(t.c.environment == environment)
+        return [deployment_of(r) for r in self._read(query.order_by(t.c.id.desc()).limit(limit))]
 
     def events(self, deployment_id: int) -> list[tuple[datetime, str, int, str]]:
-        with self._session() as s:
-            rows = s.scalars(
-                select(EventRow).where(EventRow.deployment_id == deployment_id).order_by(EventRow.id)
-            )
-            return [(aware(r.at) or now(), r.phase, r.step_index, r.message) for r in rows]
+        t = schema.events
+        rows = self._read(select(t).where(t.c.deployment_id == deployment_id).order_by(t.c.id))
+        return [(aware(r.at) or now(), r.phase, r.step_index, r.message) for r in rows]
 
     def note(self, deployment_id: int, message: str, *, reason: bool = False) -> None:
         """Add a line to a deployment's event log; its phase and step stay as they are.
 
         ``reason``: the line becomes the deployment's reason too, when it has none.
         """
+        from shiplift.ledger.tables import DeploymentRow
+
         with self._session() as s:
             row = s.get_one(DeploymentRow, deployment_id)
             if reason and not row.reason:
@@ -380,54 +404,56 @@ class Ledger:
 
     def previous_good(self, app: str, environment: str, current_version: str | None) -> Deployment | None:
         """The newest succeeded deployment in ``environment`` of a version other than the current."""
-        with self._session() as s:
-            query = select(DeploymentRow).where(
-                DeploymentRow.app == app,
-                DeploymentRow.environment == environment,
-                DeploymentRow.phase == str(Phase.SUCCEEDED),
-            )
-            if current_version is not None:
-                query = query.where(DeploymentRow.version != current_version)
-            row = s.scalar(query.order_by(DeploymentRow.id.desc()))
-            return deployment_of(row) if row else None
+        t = schema.deployments
+        query = select(t).where(
+            t.c.app == app, t.c.environment == environment, t.c.phase == str(Phase.SUCCEEDED)
+        )
+        if current_version is not None:
+            query = query.where(t.c.version != current_version)
+        rows = self._read(query.order_by(t.c.id.desc()).limit(1))
+        return deployment_of(rows[0]) if rows else None
 
     def served(self, app: str, environment: str, version: str) -> Deployment | None:
         """The newest deployment of ``version`` that completed in ``environment`` (served it fully).
 
         One later rolled back counts too: it served; whether it is bad is the release's mark.
         """
-        with self._session() as s:
-            row = s.scalar(
-                select(DeploymentRow)
-                .where(
-                    DeploymentRow.app == app,
-                    DeploymentRow.environment == environment,
-                    DeploymentRow.version == version,
-                    DeploymentRow.phase.in_([str(Phase.SUCCEEDED), str(Phase.ROLLED_BACK)]),
-                )
-                .order_by(DeploymentRow.id.desc())
+        t = schema.deployments
+        rows = self._read(
+            select(t)
+            .where(
+                t.c.app == app,
+                t.c.environment == environment,
+                t.c.version == version,
+                t.c.phase.in_([str(Phase.SUCCEEDED), str(Phase.ROLLED_BACK)]),
             )
-            return deployment_of(row) if row else None
+            .order_by(t.c.id.desc())
+            .limit(1)
+        )
+        return deployment_of(rows[0]) if rows else None
 
     # environments ---------------------------------------------------------------------------
 
     def environment(self, app: str, environment: str) -> EnvironmentState | None:
-        with self._session() as s:
-            row = s.get(EnvironmentRow, (app, environment))
-            if row is None:
-                return None
-            return EnvironmentState(
-                app=row.app,
-                environment=row.environment,
-                version=row.version,
-                digest=row.digest,
-                weights=dict(row.weights or {}),
-                phase=Phase(row.phase),
-                updated_at=aware(row.updated_at) or now(),
-            )
+        t = schema.environments
+        rows = self._read(select(t).where(t.c.app == app, t.c.environment == environment))
+        if not rows:
+            return None
+        row = rows[0]
+        return EnvironmentState(
+            app=row.app,
+            environment=row.environment,
+            version=row.version,
+            digest=row.digest,
+            weights=dict(row.weights or {}),
+            phase=Phase(row.phase),
+            updated_at=aware(row.updated_at) or now(),
+        )
 
     def mark_rolled_back(self, app: str, environment: str, version: str, reason: str) -> None:
         """Mark the newest succeeded deployment of ``version`` in ``environment`` as rolled back."""
+        from shiplift.ledger.tables import DeploymentRow
+
         with self._session() as s:
             row = s.scalar(
                 select(DeploymentRow)
@@ -457,6 +483,8 @@ class Ledger:
         step_index: int = 0,
     ) -> ApprovalRecord:
         """One decision on the gate (step 0) or on a pause of a rollout (its step index)."""
+        from shiplift.ledger.tables import ApprovalRow
+
         with self._session() as s:
             row = ApprovalRow(
                 deployment_id=deployment_id,
@@ -474,15 +502,17 @@ class Ledger:
 
     def approvals(self, deployment_id: int, step_index: int | None = None) -> list[ApprovalRecord]:
         """The decisions on a deployment, in order; only those of one step when given."""
-        with self._session() as s:
-            query = select(ApprovalRow).where(ApprovalRow.deployment_id == deployment_id)
-            if step_index is not None:
-                query = query.where(ApprovalRow.step_index == step_index)
-            return [approval_of(r) for r in s.scalars(query.order_by(ApprovalRow.id))]
+        t = schema.approvals
+        query = select(t).where(t.c.deployment_id == deployment_id)
+        if step_index is not None:
+            query = query.where(t.c.step_index == step_index)
+        return [approval_of(r) for r in self._read(query.order_by(t.c.id))]
 
     # backups and drills ---------------------------------------------------------------------
 
     def record_backup(self, record: BackupRecord) -> BackupRecord:
+        from shiplift.ledger.tables import BackupRow
+
         with self._session() as s:
             row = BackupRow(**{k: getattr(record, k) for k in BackupRecord.__dataclass_fields__})
             s.merge(row)
@@ -490,23 +520,21 @@ class Ledger:
 
     def backups(self, app: str, database: str, *, include_deleted: bool = False) -> list[BackupRecord]:
         """The backups of ``database``, oldest first."""
-        with self._session() as s:
-            query = select(BackupRow).where(BackupRow.app == app, BackupRow.database == database)
-            if not include_deleted:
-                query = query.where(BackupRow.deleted_at.is_(None))
-            return [backup_of(r) for r in s.scalars(query.order_by(BackupRow.id))]
+        t = schema.backups
+        query = select(t).where(t.c.app == app, t.c.database == database)
+        if not include_deleted:
+            query = query.where(t.c.deleted_at.is_(None))
+        return [backup_of(r) for r in self._read(query.order_by(t.c.id))]
 
     def backup_for_deployment(self, deployment_id: int, database: str) -> BackupRecord | None:
         """The backup of ``database`` taken for ``deployment_id``, if any."""
-        with self._session() as s:
-            row = s.scalar(
-                select(BackupRow).where(
-                    BackupRow.deployment_id == deployment_id, BackupRow.database == database
-                )
-            )
-            return backup_of(row) if row else None
+        t = schema.backups
+        rows = self._read(select(t).where(t.c.deployment_id == deployment_id, t.c.database == database))
+        return backup_of(rows[0]) if rows else None
 
     def mark_backup_deleted(self, backup_id: str) -> None:
+        from shiplift.ledger.tables import BackupRow
+
         with self._session() as s:
             row = s.get(BackupRow, backup_id)
             if row is not None:
@@ -525,6 +553,8 @@ class Ledger:
         rows: int | None,
         run_id: str | None,
     ) -> DrillRecord:
+        from shiplift.ledger.tables import DrillRow
+
         with self._session() as s:
             row = DrillRow(
                 app=app,
@@ -544,24 +574,24 @@ class Ledger:
 
     def drills(self, app: str, database: str) -> list[DrillRecord]:
         """The drills of ``database``, newest first."""
-        with self._session() as s:
-            query = select(DrillRow).where(DrillRow.app == app, DrillRow.database == database)
-            return [drill_of(r) for r in s.scalars(query.order_by(DrillRow.id.desc()))]
+        t = schema.drills
+        query = select(t).where(t.c.app == app, t.c.database == database).order_by(t.c.id.desc())
+        return [drill_of(r) for r in self._read(query)]
 
     def last_passed_drill(self, app: str, database: str) -> DrillRecord | None:
         return next((d for d in self.drills(app, database) if d.passed), None)
 
     def deployment_for_run(self, run_id: str) -> list[Deployment]:
         """Deployments started by the Prefect flow run ``run_id``."""
-        with self._session() as s:
-            rows = s.scalars(
-                select(DeploymentRow).where(DeploymentRow.run_id == run_id).order_by(DeploymentRow.id)
-            )
-            return [deployment_of(r) for r in rows]
+        t = schema.deployments
+        rows = self._read(select(t).where(t.c.run_id == run_id).order_by(t.c.id))
+        return [deployment_of(r) for r in rows]
 
 
 def _event(s: Session, row: DeploymentRow, message: str, at: datetime) -> None:
     """Log the deployment's phase and step as they are now, with ``message``."""
+    from shiplift.ledger.tables import EventRow
+
     s.add(EventRow(deployment_id=row.id, at=at, phase=row.phase, step_index=row.step_index, message=message))
 
 
@@ -582,6 +612,8 @@ def _environment_row(s: Session, app: str, environment: str, phase: Phase, at: d
     Two transitions of one environment at once (two workers, PostgreSQL) neither both insert
     the row nor overwrite each other's change unseen: the second waits for the first's commit.
     """
+    from shiplift.ledger.tables import EnvironmentRow
+
     dialect = s.get_bind().dialect.name
     if dialect in ("postgresql", "sqlite"):
         from sqlalchemy.dialects import postgresql, sqlite  # here: the read-only commands need neither

@@ -1,16 +1,21 @@
 """The ledger's record types: what its queries return, one frozen dataclass per table row.
 
 Also :class:`EnvironmentUpdate`, what a deployment's transition writes to the environment row.
+Each ``*_of`` function takes a row of the ORM (a write) or of a Core query (a read).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shiplift.ledger.tables import ApprovalRow, BackupRow, DeploymentRow, DrillRow
 from shiplift.model import Phase, Weights
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+
+    from shiplift.ledger.tables import ApprovalRow, BackupRow, DeploymentRow, DrillRow
 
 
 def now() -> datetime:
@@ -104,7 +109,7 @@ class EnvironmentUpdate:
     weights: Weights | None = None
 
 
-def deployment_of(row: DeploymentRow) -> Deployment:
+def deployment_of(row: DeploymentRow | Row[Any]) -> Deployment:
     return Deployment(
         id=row.id,
         app=row.app,
@@ -163,21 +168,21 @@ class DrillRecord:
     run_id: str | None
 
 
-def backup_of(row: BackupRow) -> BackupRecord:
+def backup_of(row: BackupRow | Row[Any]) -> BackupRecord:
     values = {k: getattr(row, k) for k in BackupRecord.__dataclass_fields__}
     for key in ("started_at", "finished_at", "deleted_at"):
         values[key] = aware(values[key])
     return BackupRecord(**values)
 
 
-def drill_of(row: DrillRow) -> DrillRecord:
+def drill_of(row: DrillRow | Row[Any]) -> DrillRecord:
     values = {k: getattr(row, k) for k in DrillRecord.__dataclass_fields__}
     for key in ("started_at", "finished_at"):
         values[key] = aware(values[key])
     return DrillRecord(**values)
 
 
-def approval_of(row: ApprovalRow) -> ApprovalRecord:
+def approval_of(row: ApprovalRow | Row[Any]) -> ApprovalRecord:
     return ApprovalRecord(
         deployment_id=row.deployment_id,
         approver=row.approver,

@@ -113,6 +113,10 @@ class TrafficRouter(Protocol):
     def metrics_url(self) -> str | None:
         """Where the router's Prometheus metrics are (``<url>/metrics``); ``None`` if it has none."""
 
+    def teardown(self) -> list[str]:
+        """Remove the router of the environment and its routes (``shiplift teardown``); what was
+        removed, one name each. Nothing there is no error."""
+
 
 RouterFactory = Callable[["Config", "EnvironmentConfig"], TrafficRouter]
 

@@ -393,6 +393,22 @@ class GatewayApiRouter:
     def metrics_url(self) -> str | None:
         return None
 
+    def teardown(self) -> list[str]:
+        """Remove the app's HTTPRoute (the Gateway is the cluster's: it stays)."""
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        try:
+            self._resource().delete(name=self.name, namespace=self.namespace)
+        except NotFoundError:
+            return []
+        except RouterError:
+            raise
+        except Exception as err:
+            raise RouterError(
+                f"HTTPRoute {self.namespace}/{self.name}: cannot remove it: {_reason(err)}"
+            ) from None
+        return [f"HTTPRoute {self.name}"]
+
     # internals ------------------------------------------------------------------------------
 
     def _resource(self) -> Any:

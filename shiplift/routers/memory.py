@@ -34,6 +34,11 @@ class MemoryRouter:
         self.history.append(routes)
         return None
 
+    def teardown(self) -> list[str]:
+        was, self.running = self.running, False
+        self.history.clear()
+        return ["router"] if was else []
+
     def get_routes(self) -> Weights | None:
         if not self.history:
             return None

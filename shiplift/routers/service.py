@@ -228,6 +228,21 @@ class ServiceRouter:
             f"({problem or 'timed out'}); is `host` an address of a node?"
         )
 
+    def teardown(self) -> list[str]:
+        """Remove the stable Service (the NodePort) and the preview one."""
+        removed = []
+        for name in (self.name, f"{self.name}-preview"[:63]):
+            try:
+                self.core.delete_namespaced_service(name, self.namespace, _preload_content=False)
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise RouterError(
+                    f"{self.env.name}: cannot remove the Service {name}: {kube.api_reason(exc)}"
+                ) from None
+            removed.append(name)
+        return removed
+
     def get_routes(self) -> Weights | None:
         try:
             service: Any = self.core.read_namespaced_service(self.name, self.namespace)
@@ -259,9 +274,20 @@ class ServiceRouter:
         return None
 
 
+CLUSTER_PORT = 80
+"""The stable and preview Services' port inside the cluster when ``container_port`` is not set."""
+
+
 def service_manifests(config: Config, env: EnvironmentConfig) -> list[dict[str, Any]]:
-    """The stable Service (and the preview one), without the selector the router owns."""
-    port = config.kube_port
+    """The stable Service (and the preview one), without the selector the router owns.
+
+    They are made before any image is known, and a split spans two versions whose images may
+    expose different ports: they send to the port each pod names ``http`` (its own image's,
+    :func:`shiplift.targets.kubernetes.app_port`). With ``container_port`` set, every version
+    listens on it: the Services name that number (as they did before the pods' port had a name).
+    """
+    port = config.container_port or CLUSTER_PORT
+    target: int | str = config.container_port or "http"
 
     def service(name: str, node_port: int, sticky: bool) -> dict[str, Any]:
         return {
@@ -280,7 +306,7 @@ def service_manifests(config: Config, env: EnvironmentConfig) -> list[dict[str, 
                         "name": "http",
                         "protocol": "TCP",
                         "port": port,
-                        "targetPort": port,
+                        "targetPort": target,
                         "nodePort": node_port,
                     }
                 ],

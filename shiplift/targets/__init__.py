@@ -68,6 +68,10 @@ class DeployTarget(Protocol):
     def direct(self, instance: Instance) -> Direct | None:
         """Where this host reaches ``instance`` itself, bypassing the router (checks); ``None`` if nowhere."""
 
+    def teardown(self) -> list[str]:
+        """Remove every instance and what :meth:`prepare` created (``shiplift teardown``); what
+        was removed, one name each. Nothing there is no error."""
+
 
 TargetFactory = Callable[["Config", "EnvironmentConfig"], DeployTarget]
 

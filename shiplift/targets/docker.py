@@ -1,5 +1,8 @@
 """Docker as a deploy target: one network per app and environment, one container per version.
 
+The network takes a small subnet of ``docker.address_pool`` (:mod:`shiplift.targets.networks`),
+so hundreds of app × environment pairs fit on one host.
+
 Once healthy, containers carry the restart policy ``unless-stopped``, so Docker itself
 restarts a crashed process; until then a crash is final and reported with its exit code. Each
 container's port is published on a random port for health probes (loopback for a local engine,
@@ -16,7 +19,6 @@ import time
 from typing import Any
 
 import docker
-import httpx
 from docker.errors import APIError, NotFound
 
 from shiplift.config import Config, EnvironmentConfig
@@ -27,6 +29,7 @@ from shiplift.model import ImageRef, resource_name
 from shiplift.progress import report
 from shiplift.settings import AppSettings, SettingsChange, diff, join_keys, parse_env, split_keys
 from shiplift.targets import Direct, Instance
+from shiplift.targets.networks import ensure_network, remove_network
 
 ROLE_APP = "app"
 PORT_LABEL = "io.shiplift.port"
@@ -49,8 +52,20 @@ class DockerTarget:
         return resource_name(self.config.app, self.env.name, version, image.short)
 
     def prepare(self) -> None:
-        if not self.client.networks.list(names=[self.network_name]):
-            self.client.networks.create(self.network_name, driver="bridge", labels=self._labels)
+        """The environment's network, on a subnet of ``docker.address_pool`` (:mod:`.networks`)."""
+        ensure_network(self.client, self.network_name, self._labels, self.config.docker)
+
+    def teardown(self) -> list[str]:
+        """Remove every container of the app in this environment, then its network."""
+        removed = []
+        for container in self._all():
+            # no drain: the router went first, no request reaches these any more
+            with contextlib.suppress(NotFound):
+                container.remove(force=True)
+            removed.append(container.name)
+        if remove_network(self.client, self.network_name):
+            removed.append(f"network {self.network_name}")
+        return removed
 
     def start(self, version: str, image: ImageRef, settings: AppSettings | None = None) -> Instance:
         """Start ``version`` with ``settings``, or adopt a running container of the same version,
@@ -142,15 +157,20 @@ class DockerTarget:
         return int(label) if label else self.config.container_port or LEGACY_PORT
 
     def _instance(self, container: Any) -> Instance:
-        labels = container.labels
+        return self._instance_of(container.name, container.labels)
+
+    def _instance_of(self, name: str, labels: dict[str, str]) -> Instance:
+        port = labels.get(PORT_LABEL)
         return Instance(
-            name=container.name,
+            name=name,
             version=labels.get("io.shiplift.version", "?"),
             image=ImageRef(labels["io.shiplift.repository"], labels["io.shiplift.digest"]),
-            backend_url=f"http://{container.name}:{self._port(container)}",
+            backend_url=f"http://{name}:{int(port) if port else self.config.container_port or LEGACY_PORT}",
         )
 
     def wait_healthy(self, instance: Instance) -> None:
+        import httpx  # here: `status` and `diff` list instances, and never load it
+
         health = self.config.health
         deadline = time.monotonic() + health.timeout_seconds
         last = "no answer"
@@ -219,7 +239,8 @@ class DockerTarget:
             container.remove(force=True)
 
     def instances(self) -> list[Instance]:
-        found = self.client.containers.list(
+        # one call: the engine's summaries carry names and labels (the SDK's list inspects each one)
+        found = self.client.api.containers(
             all=True,
             filters={
                 "label": [
@@ -229,7 +250,28 @@ class DockerTarget:
                 ]
             },
         )
-        return [self._instance(c) for c in found]
+        return [self._instance_of(_name(c), c.get("Labels") or {}) for c in found]
+
+    def _all(self) -> list[Any]:
+        """Every container of the app's versions in this environment, running or not."""
+        return list(
+            self.client.containers.list(
+                all=True,
+                filters={
+                    "label": [
+                        f"io.shiplift.app={self.config.app}",
+                        f"io.shiplift.env={self.env.name}",
+                        f"io.shiplift.role={ROLE_APP}",
+                    ]
+                },
+            )
+        )
+
+
+def _name(summary: dict[str, Any]) -> str:
+    """A container's name in the engine's list: the one of its names without a link's ``/``."""
+    names = [str(n).lstrip("/") for n in summary.get("Names") or []]
+    return next((n for n in names if "/" not in n), names[0] if names else str(summary.get("Id", "")))
 
 
 def _restart_policy(container: Any) -> str:

@@ -48,7 +48,9 @@ class KubernetesTarget:
     # manifests ------------------------------------------------------------------------------
 
     def manifests(self, version: str, image: ImageRef, revision: int = 0) -> list[dict[str, Any]]:
-        return version_manifests(self.config, self.env, version, image, revision)
+        return version_manifests(
+            self.config, self.env, version, image, revision, port=app_port(self.config, image)
+        )
 
     # the protocol ---------------------------------------------------------------------------
 
@@ -183,6 +185,35 @@ class KubernetesTarget:
                         f"{self.env.name}: cannot remove {instance_name}: {kube.api_reason(exc)}"
                     ) from None
 
+    def teardown(self) -> list[str]:
+        """Remove the Deployment, Service and Secret of every version of the app in this
+        environment (found by their labels, so a version's Secret outlives no config change)."""
+        removed = []
+        for instance in self.instances():
+            self.stop(instance.name)
+            removed.append(instance.name)
+        # what a version left without its Deployment: its Service, its settings' Secret
+        versions = f"{kube.selector(kube.labels(self.config.app, self.env.name))},{kube.VERSION}"
+        leftovers = [
+            (self.core.list_namespaced_service, self.core.delete_namespaced_service),
+            (self.core.list_namespaced_secret, self.core.delete_namespaced_secret),
+        ]
+        try:
+            for listing, delete in leftovers:
+                listed: Any = listing(self.namespace, label_selector=versions)
+                for item in listed.items:
+                    try:
+                        delete(item.metadata.name, self.namespace, _preload_content=False)
+                    except ApiException as exc:
+                        if exc.status != 404:
+                            raise
+                    removed.append(item.metadata.name)
+        except ApiException as exc:
+            raise TargetError(
+                f"{self.env.name}: cannot remove what {self.config.app} left: {kube.api_reason(exc)}"
+            ) from None
+        return list(dict.fromkeys(removed))
+
     def instances(self) -> list[Instance]:
         found = self.apps.list_namespaced_deployment(
             self.namespace, label_selector=kube.selector(kube.labels(self.config.app, self.env.name))
@@ -192,8 +223,8 @@ class KubernetesTarget:
     def direct(self, instance: Instance) -> Direct | None:
         """The version's Service through the API server's service proxy (the HTTP check's way in)."""
         configuration = self.api.configuration
-        port = self.config.kube_port
-        url = f"{configuration.host}/api/v1/namespaces/{self.namespace}/services/{instance.name}:{port}/proxy"
+        # the version's Service by its port's name: the number is the image's (app_port)
+        url = f"{configuration.host}/api/v1/namespaces/{self.namespace}/services/{instance.name}:http/proxy"
         headers = {
             str(auth["key"]): str(auth["value"])
             for auth in configuration.auth_settings().values()
@@ -269,14 +300,49 @@ class KubernetesTarget:
             name=meta.name,
             version=kube.deployment_version(deployment),
             image=ImageRef(repository, digest),
-            backend_url=f"http://{meta.name}.{self.namespace}.svc.cluster.local:{self.config.kube_port}",
+            backend_url=f"http://{meta.name}.{self.namespace}.svc.cluster.local:{deployment_port(deployment)}",
         )
 
 
+def app_port(config: Config, image: ImageRef) -> int:
+    """The port the app of ``image`` listens on: ``container_port``, else the image's single
+    ``EXPOSE``, read from the Docker engine when it has the image (a release built it there),
+    else from the image's registry. :class:`ConfigError` (exit 2) when the image exposes
+    several TCP ports or none: then nothing of the version is applied.
+
+    The one source of a version's port number: :func:`version_manifests` puts it in the pods
+    (``containerPort`` named ``http``, the probes, ``PORT``) and the version's Service; a running
+    version's is read back from its Deployment (:func:`deployment_port`); the stable and preview
+    Services send to the pods' port named ``http`` (:func:`shiplift.routers.service.service_manifests`).
+    """
+    if config.container_port is not None:
+        return config.container_port
+    from shiplift.dockerhost import client  # here: `status` lists instances without Docker's client
+    from shiplift.images import pushed_image_port
+
+    try:
+        engine = client()
+    except TargetError:  # no engine where this runs (a worker for the cluster only): the registry
+        engine = None
+    return pushed_image_port(image, engine)
+
+
+def deployment_port(deployment: Any) -> int:
+    """The app's port in a Deployment shiplift applied: its container's port (named ``http``)."""
+    ports = deployment.spec.template.spec.containers[0].ports or []
+    named = [p for p in ports if p.name == "http"] or ports
+    if not named:
+        raise TargetError(f"{deployment.metadata.name} declares no container port")
+    return int(named[0].container_port)
+
+
 def version_manifests(
-    config: Config, env: EnvironmentConfig, version: str, image: ImageRef, revision: int = 0
+    config: Config, env: EnvironmentConfig, version: str, image: ImageRef, revision: int = 0, *, port: int
 ) -> list[dict[str, Any]]:
     """The Deployment and the Service of ``version``, as applied (``shiplift render`` prints them).
+
+    ``port`` is the app's (:func:`app_port`): the container's port named ``http``, the probes',
+    ``PORT``'s, and the Service's.
 
     ``env`` settings are plain ``env`` entries; each secret is a ``secretKeyRef`` to the
     version's Secret (:func:`settings_secret`), never a value. ``revision`` counts changes of
@@ -285,7 +351,6 @@ def version_manifests(
     name = kube.version_name(config.app, version)
     labels = kube.labels(config.app, env.name, version)
     health = config.health
-    port = config.kube_port
     settings_env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(env.env.items())]
     settings_env += [
         {"name": k, "valueFrom": {"secretKeyRef": {"name": kube.settings_name(name), "key": k}}}
@@ -307,7 +372,7 @@ def version_manifests(
         "name": "app",
         "image": str(image),
         # protocol spelled out: server-side apply keys these lists by (port, protocol)
-        "ports": [{"containerPort": port, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "env": [
             *settings_env,
             {"name": "SHIPLIFT_ENV", "value": env.name},

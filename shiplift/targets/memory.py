@@ -62,3 +62,9 @@ class MemoryTarget:
 
     def direct(self, instance: Instance) -> Direct | None:
         return None
+
+    def teardown(self) -> list[str]:
+        removed = list(self.running)
+        self.running.clear()
+        self.prepared = False
+        return removed

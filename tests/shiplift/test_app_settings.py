@@ -47,7 +47,7 @@ def test_settings_parse_with_scalars_as_strings_and_container_port_unset() -> No
     dev = cfg.environments[0]
     assert dev.env == {"GREETING": "hi", "WORKERS": "3", "DEBUG": "true", "EMPTY": ""}
     assert dev.secrets == {"API_TOKEN": "env:SHOP_TOKEN", "DB_PASSWORD": "prefect-secret:shop-db"}
-    assert cfg.container_port is None and cfg.kube_port == 8000
+    assert cfg.container_port is None
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_kubernetes_manifests_reference_the_secret_and_never_hold_its_value() ->
         )
     )
     dev = cfg.environments[0]
-    deployment, service = version_manifests(cfg, dev, "v1", IMAGE)
+    deployment, service = version_manifests(cfg, dev, "v1", IMAGE, port=8000)
     env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     assert env[:2] == [
         {"name": "GREETING", "value": "hi"},
@@ -146,5 +146,5 @@ def test_kubernetes_manifests_reference_the_secret_and_never_hold_its_value() ->
     assert settings_secret(cfg, dev, "v1", AppSettings({"GREETING": "hi"})) is None
 
     # a changed secret value rolls the pods: the template's revision annotation changes
-    rolled, _ = version_manifests(cfg, dev, "v1", IMAGE, revision=2)
+    rolled, _ = version_manifests(cfg, dev, "v1", IMAGE, revision=2, port=8000)
     assert rolled["spec"]["template"]["metadata"]["annotations"]["shiplift.io/settings-revision"] == "2"

@@ -157,7 +157,7 @@ def test_resources_reach_the_app_container_as_written() -> None:
     target = {"kind": "kubernetes", "namespace": "shop-prod", "resources": resources}
     config = parse_config(config_with(target=target))
     image = ImageRef(repository="127.0.0.1:5000/shop", digest="sha256:" + "a" * 64)
-    deployment = version_manifests(config, config.environments[1], "v1", image)[0]
+    deployment = version_manifests(config, config.environments[1], "v1", image, port=8000)[0]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["resources"] == resources
 
