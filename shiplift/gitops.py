@@ -31,7 +31,7 @@ import os
 import re
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -518,18 +518,13 @@ def record_environment(
         deployment=dep.id,
         kind=kind,
     )
-    try:
-        sha = record(config, rec, approvers=approvers, run_id=run_id, by=by)
-    except (ShipliftError, OSError) as exc:
-        why = str(exc) or type(exc).__name__
-        ledger.note(dep.id, NOT_IN_GIT + why)
-        line = f"gitops: {environment} serves {state.version}, but git was not updated: {why}"
-        announce(line)
-        return line
-    if sha is not None:
-        ledger.note(dep.id, IN_GIT + sha)
-        announce(f"{environment}: recorded in git as {sha[:12]}")
-    return None
+    return _noted(
+        ledger,
+        dep.id,
+        lambda: record(config, rec, approvers=approvers, run_id=run_id, by=by),
+        failed=lambda why: f"gitops: {environment} serves {state.version}, but git was not updated: {why}",
+        done=lambda sha: f"{environment}: recorded in git as {sha}",
+    )
 
 
 def forget_environment(
@@ -548,18 +543,41 @@ def forget_environment(
         f"{environment}: tear down {config.app}\n\nprefect run: {run_id or 'none'}\n"
         f"deployment: {dep.id} (teardown)\nby: {by or 'shiplift teardown'}"
     )
-    try:
+
+    def commit() -> str | None:
         with repo.locked():
-            sha = repo.commit_and_push(rel, None, text)
+            return repo.commit_and_push(rel, None, text)
+
+    return _noted(
+        ledger,
+        dep.id,
+        commit,
+        failed=lambda why: f"gitops: {environment} is torn down, but {rel} is still in git: {why}",
+        done=lambda sha: f"{environment}: {rel} removed from git in {sha}",
+    )
+
+
+def _noted(
+    ledger: Ledger,
+    deployment: int,
+    commit: Callable[[], str | None],
+    *,
+    failed: Callable[[str], str],
+    done: Callable[[str], str],
+) -> str | None:
+    """Run ``commit`` and note on ``deployment`` the commit it made, or why it failed (announced
+    too, and returned as the one line); never raises."""
+    try:
+        sha = commit()
     except (ShipliftError, OSError) as exc:
         why = str(exc) or type(exc).__name__
-        ledger.note(dep.id, NOT_IN_GIT + why)
-        line = f"gitops: {environment} is torn down, but {rel} is still in git: {why}"
+        ledger.note(deployment, NOT_IN_GIT + why)
+        line = failed(why)
         announce(line)
         return line
     if sha is not None:
-        ledger.note(dep.id, IN_GIT + sha)
-        announce(f"{environment}: {rel} removed from git in {sha[:12]}")
+        ledger.note(deployment, IN_GIT + sha)
+        announce(done(sha[:12]))
     return None
 
 
