@@ -53,21 +53,23 @@ WRAPPER = (
 )
 
 
-def generate(url: str, size_mb: int) -> float:
-    """Fill the database to about ``size_mb`` MB; return its size in MB."""
+def generate(url: str, size_mb: float) -> float:
+    """Fill the database to about ``size_mb`` MB, growing what an earlier call made (the tables are
+    made on first use); return its size in MB. bench/scale.py grows one database from 1 to 5 GB."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            "CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz NOT NULL, user_id int NOT NULL, "
-            "kind text NOT NULL, payload text NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS events (id bigserial PRIMARY KEY, at timestamptz NOT NULL, "
+            "user_id int NOT NULL, kind text NOT NULL, payload text NOT NULL)"
         )
-        conn.execute("CREATE TABLE users (id int PRIMARY KEY, name text, email text)")
+        conn.execute("CREATE TABLE IF NOT EXISTS users (id int PRIMARY KEY, name text, email text)")
         conn.execute(
             "INSERT INTO users SELECT g, 'user ' || g, 'user' || g || '@example.com' "
-            "FROM generate_series(1, 100000) g"
+            "FROM generate_series(1, 100000) g ON CONFLICT DO NOTHING"
         )
-        batch, start = 500_000, 0
+        start = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]  # type: ignore[index]
+        batch = 500_000
         while True:
-            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20
+            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20  # type: ignore[index]
             if size >= size_mb:
                 break
             conn.execute(
@@ -80,9 +82,9 @@ def generate(url: str, size_mb: int) -> float:
             )
             start += batch
             print(f"  generating: {size:.0f} MB", end="\r", flush=True)
-        conn.execute("CREATE INDEX events_user ON events (user_id)")
+        conn.execute("CREATE INDEX IF NOT EXISTS events_user ON events (user_id)")
         conn.execute("VACUUM ANALYZE")
-        return float(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20)
+        return float(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20)  # type: ignore[index]
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:

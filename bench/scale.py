@@ -619,38 +619,10 @@ def bench_ledger(tmp: Path, registry: Registry, rows: int, runs: int) -> None:
 
 
 def grow(url: str, size_mb: float) -> float:
-    """Grow the bench's database to about ``size_mb`` MB (tables made on first use); its size in MB."""
-    import psycopg
+    """Grow the bench's database to about ``size_mb`` MB: bench/backup.py's generator."""
+    from bench.backup import generate
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS events (id bigserial PRIMARY KEY, at timestamptz NOT NULL, "
-            "user_id int NOT NULL, kind text NOT NULL, payload text NOT NULL)"
-        )
-        conn.execute("CREATE TABLE IF NOT EXISTS users (id int PRIMARY KEY, name text, email text)")
-        conn.execute(
-            "INSERT INTO users SELECT g, 'user ' || g, 'user' || g || '@example.com' "
-            "FROM generate_series(1, 100000) g ON CONFLICT DO NOTHING"
-        )
-        start = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]  # type: ignore[index]
-        batch = 500_000
-        while True:
-            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20  # type: ignore[index]
-            if size >= size_mb:
-                break
-            conn.execute(
-                "INSERT INTO events (at, user_id, kind, payload) SELECT "
-                "timestamptz '2026-01-01' + g * interval '1 second', g %% 100000, "
-                "(ARRAY['view', 'click', 'buy'])[1 + g %% 3], "
-                "md5(g::text) || ' ' || md5((g * 7)::text) || ' ' || repeat(chr(97 + g %% 26), 30) "
-                "FROM generate_series(%s, %s) g",
-                (start + 1, start + batch),
-            )
-            start += batch
-            print(f"  generating: {size:.0f} MB", end="\r", flush=True)
-        conn.execute("CREATE INDEX IF NOT EXISTS events_user ON events (user_id)")
-        conn.execute("VACUUM ANALYZE")
-        return float(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20)  # type: ignore[index]
+    return generate(url, size_mb)
 
 
 def bench_backup(tmp: Path, server: PrefectServer, sizes_gb: list[float], rounds: int) -> None:
