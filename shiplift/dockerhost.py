@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import http.client
+import json
 import os
 import shutil
 import socket
@@ -32,18 +34,15 @@ import tempfile
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlparse
-
-import docker
-from docker.constants import MINIMUM_DOCKER_API_VERSION
-from docker.errors import DockerException
-from docker.tls import TLSConfig
-from requests.exceptions import RequestException
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import quote, urlparse
 
 from shiplift.errors import InputError, TargetError
 
 if TYPE_CHECKING:
+    import docker
+    from docker.tls import TLSConfig
+
     from shiplift.config import EnvironmentConfig, TargetConfig
 
 SCHEMES = ("unix", "tcp", "ssh")
@@ -84,6 +83,8 @@ def _tls(url: str, tls_verify: bool | None, cert_path: str | None) -> TLSConfig 
     missing = [name for name, path in files.items() if not path.is_file()]
     if missing:
         raise TargetError(f"TLS for the Docker engine at {url}: {', '.join(missing)} missing in {where}")
+    from docker.tls import TLSConfig
+
     return TLSConfig(
         client_cert=(str(files["cert.pem"]), str(files["key.pem"])),
         ca_cert=str(files["ca.pem"]),
@@ -98,6 +99,9 @@ def _tls_client(url: str, tls: TLSConfig) -> docker.DockerClient:
     request, which would refuse the engine's certificate wherever those variables are set, so
     the session ignores the environment; the API version is asked for with that session too.
     """
+    import docker
+    from docker.constants import MINIMUM_DOCKER_API_VERSION
+
     probe = docker.DockerClient(base_url=url, tls=tls, version=MINIMUM_DOCKER_API_VERSION, timeout=TIMEOUT)
     probe.api.trust_env = False
     try:
@@ -194,6 +198,10 @@ def client(
 
     Pinged once; TargetError (one line naming the URL) when the engine does not answer.
     """
+    import docker
+    from docker.errors import DockerException
+    from requests.exceptions import RequestException
+
     where = url or os.environ.get("DOCKER_HOST") or "the local Docker socket"
     try:
         ssh = url or os.environ.get("DOCKER_HOST", "")
@@ -213,8 +221,99 @@ def client(
 
 
 def client_for(target: TargetConfig) -> docker.DockerClient:
-    """The client of an environment's docker target: its ``host``, else the default engine."""
-    return client(target.host, target.tls_verify, target.cert_path)
+    """The client of an environment's docker target: its ``host``, else the default engine.
+
+    A local socket (``target.host`` ``unix://``, else ``DOCKER_HOST`` ``unix://`` or unset) is
+    pinged here with the standard library, and its container list is read that way too
+    (:class:`_LocalEngine`): ``status`` and ``diff`` only list containers, and the Docker SDK
+    (with requests and urllib3, about 50 ms to import) is loaded on the first call that does
+    anything else. Any other engine, or a socket that does not answer the ping, is
+    :func:`client`'s (its one-line TargetError included).
+    """
+    path = _socket_path(target.host)
+    if path is None or not _ping(path):
+        return client(target.host, target.tls_verify, target.cert_path)
+    return cast("docker.DockerClient", _LocalEngine(path, target))
+
+
+def _socket_path(url: str | None) -> str | None:
+    """The unix socket of ``url`` (else ``DOCKER_HOST``, else the SDK's default); None when the
+    engine is reached otherwise (tcp, ssh…)."""
+    url = url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return (urlparse(url).path or None) if url.startswith("unix://") else None
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _get(path: str, url: str, timeout: float = TIMEOUT) -> tuple[int, bytes]:
+    """Status and body of ``GET url`` on the engine at the unix socket ``path``."""
+    conn = _UnixConnection(path, timeout)
+    try:
+        conn.request("GET", url, headers={"Host": "docker"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _ping(path: str) -> bool:
+    try:
+        return _get(path, "/_ping", timeout=10)[0] == 200
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+class _LocalEngine:
+    """A local engine's client, made on first use, except for container lists (``api.containers``
+    with ``all`` and ``filters``: the engine's summaries, as the SDK returns them)."""
+
+    def __init__(self, path: str, target: TargetConfig) -> None:
+        self._path = path
+        self._target = target
+        self.api = _LocalApi(self)
+
+    def client(self) -> docker.DockerClient:
+        return client(self._target.host, self._target.tls_verify, self._target.cert_path)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client(), name)
+
+
+class _LocalApi:
+    def __init__(self, engine: _LocalEngine) -> None:
+        self._engine = engine
+
+    def containers(self, all: bool = False, filters: dict[str, Any] | None = None, **kwargs: Any) -> Any:  # noqa: A002 - the SDK's name
+        """``GET /containers/json``; anything this does not cover, or an error, is the SDK's."""
+        if not kwargs:
+            query = f"all={int(all)}"
+            if filters:
+                wanted = {k: [v] if isinstance(v, str) else v for k, v in filters.items()}
+                query += "&filters=" + quote(json.dumps(wanted))
+            try:
+                status, body = _get(self._engine._path, f"/containers/json?{query}")
+                if status == 200:
+                    return json.loads(body)
+            except (OSError, ValueError, http.client.HTTPException):
+                pass
+        return self._engine.client().api.containers(all=all, filters=filters, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine.client().api, name)
 
 
 def preflight(env: EnvironmentConfig) -> None:

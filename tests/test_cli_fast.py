@@ -2,7 +2,8 @@
 and `init` import no Prefect (nor its engine, nor shiplift's flows and tasks), and no Kubernetes
 client on a project that has no Kubernetes environment. They read the ledger with SQLAlchemy
 Core (its ORM is for the writes) and reach routers and engines without httpx (whose client sets
-up TLS for every call).
+up TLS for every call), nor the Docker SDK (with requests) on a local engine: its container list is
+read over the socket.
 
 Each command runs as a user runs it, in its own process, with ``python -X importtime``: the
 modules it imported are read from that list. The project is the example app with a ledger that
@@ -24,7 +25,7 @@ import pytest
 from tests.support.parts import Project
 
 FORBIDDEN = ("prefect", "flows", "tasks", "kubernetes")
-NOT_LOADED = ("sqlalchemy.orm", "httpx", "cryptography")
+NOT_LOADED = ("sqlalchemy.orm", "httpx", "cryptography", "docker", "requests")
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$")
 
 

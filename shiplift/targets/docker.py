@@ -16,20 +16,21 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from typing import Any
-
-import docker
-from docker.errors import APIError, NotFound
+from typing import TYPE_CHECKING, Any
 
 from shiplift.config import Config, EnvironmentConfig
 from shiplift.dockerhost import bind_ip, published_host
 from shiplift.errors import TargetError, UnhealthyError
-from shiplift.images import ensure_local, image_port
 from shiplift.model import ImageRef, resource_name
 from shiplift.progress import report
 from shiplift.settings import AppSettings, SettingsChange, diff, join_keys, parse_env, split_keys
 from shiplift.targets import Direct, Instance
-from shiplift.targets.networks import ensure_network, remove_network
+
+if TYPE_CHECKING:
+    # the SDK (and the modules that need it: images, networks) is loaded where something is
+    # changed or inspected: `status` and `diff` only list instances (:meth:`DockerTarget.instances`)
+    import docker
+    from docker.errors import APIError
 
 ROLE_APP = "app"
 PORT_LABEL = "io.shiplift.port"
@@ -53,10 +54,16 @@ class DockerTarget:
 
     def prepare(self) -> None:
         """The environment's network, on a subnet of ``docker.address_pool`` (:mod:`.networks`)."""
+        from shiplift.targets.networks import ensure_network
+
         ensure_network(self.client, self.network_name, self._labels, self.config.docker)
 
     def teardown(self) -> list[str]:
         """Remove every container of the app in this environment, then its network."""
+        from docker.errors import NotFound
+
+        from shiplift.targets.networks import remove_network
+
         removed = []
         for container in self._all():
             # no drain: the router went first, no request reaches these any more
@@ -71,6 +78,10 @@ class DockerTarget:
         """Start ``version`` with ``settings``, or adopt a running container of the same version,
         digest and settings. Another container of the same version and digest (other settings)
         keeps running beside the new one, named with a suffix, until the switch."""
+        from docker.errors import APIError
+
+        from shiplift.images import ensure_local, image_port
+
         settings = settings or AppSettings()
         name = self.instance_name(version, image)
         for container in self._containers(version, image):
@@ -223,6 +234,8 @@ class DockerTarget:
         return Direct(url) if url else None
 
     def _get(self, name: str) -> Any | None:
+        from docker.errors import NotFound
+
         try:
             return self.client.containers.get(name)
         except NotFound:
@@ -233,6 +246,8 @@ class DockerTarget:
         if container is None:
             return
         report(f"{self.env.name}: stopping {container.labels.get('io.shiplift.version', instance_name)}")
+        from docker.errors import APIError, NotFound
+
         with contextlib.suppress(APIError):
             container.stop(timeout=10)
         with contextlib.suppress(NotFound):
