@@ -352,6 +352,20 @@ cluster_up() {
     echo "$STATE/kubeconfig"
     return
   fi
+  # Every daemon runs but the API or the node is not ready (a busy machine: the node can turn
+  # NotReady for a while): wait for it rather than restart a cluster that others are using.
+  if daemons_running; then
+    local waited
+    for waited in $(seq 90); do
+      sleep 1
+      if cluster_status quiet; then
+        log "already up (ready after ${waited} s)"
+        echo "$STATE/kubeconfig"
+        return
+      fi
+    done
+    log "every daemon runs but the cluster is not ready after 90 s: starting it again"
+  fi
   # whatever a previous run left (part of a cluster, or pods, mounts and chains after a crash)
   cluster_down quiet
   local started=$SECONDS dir bin
@@ -465,6 +479,13 @@ EOF
 }
 
 # --- status ------------------------------------------------------------------------------------
+
+daemons_running() {
+  local name
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+    [[ -n "$(pid_of "$name")" ]] || return 1
+  done
+}
 
 cluster_status() {
   local quiet="${1:-}" name ok=0
@@ -597,6 +618,12 @@ lock_state() { # one up/down at a time on this state directory (two test session
 }
 
 cmd="${1:-}"
+if [[ "$cmd" == up || "$cmd" == down ]]; then
+  mkdir -p "$STATE/logs"
+  printf '%s %s by pid %s (%s) worker=%s\n' "$(date +%T)" "$cmd" "$PPID" \
+    "$(tr '\0' ' ' <"/proc/$PPID/cmdline" 2>/dev/null | cut -c1-120)" "${PYTEST_XDIST_WORKER:--}" \
+    >>"$STATE/invocations"
+fi
 case "$cmd" in
   up) lock_state && cluster_up ;;
   down) lock_state && cluster_down ;;

@@ -75,7 +75,9 @@ class EnvRepo:
         assert config.gitops is not None
         return cls(config.gitops, config.root / ".shiplift" / "gitops")
 
-    def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def git(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
         try:
             proc = subprocess.run(
@@ -103,8 +105,9 @@ class EnvRepo:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def refresh(self) -> bool:
-        """The clone at the remote branch's tip (made on first use); ``False`` if the branch is new."""
+    def fetch(self) -> bool:
+        """The remote branch's tip fetched into ``origin/<branch>`` (the clone made on first use);
+        ``False`` if the branch does not exist yet."""
         if not (self.dir / ".git").exists():
             self.dir.mkdir(parents=True, exist_ok=True)
             self.git("init", "-q")
@@ -116,6 +119,13 @@ class EnvRepo:
         if fetched.returncode != 0:
             if "couldn't find remote ref" not in fetched.stderr:
                 raise GitopsError(f"git fetch {_safe(self.gitops.repo)}: {_last_line(fetched.stderr)}")
+            return False
+        return True
+
+    def refresh(self) -> bool:
+        """The clone's work tree at the remote branch's tip; ``False`` if the branch is new."""
+        branch = self.gitops.branch
+        if not self.fetch():
             # the branch does not exist yet: start it from nothing
             self.git("update-ref", "-d", f"refs/heads/shiplift-{branch}", check=False)
             self.git("symbolic-ref", "HEAD", f"refs/heads/shiplift-{branch}")
@@ -163,13 +173,62 @@ class EnvRepo:
             f"git push {_safe(self.gitops.repo)}: still rejected after {PUSH_ATTEMPTS} tries: {last}"
         )
 
-    def last_commit(self, rel: str) -> tuple[str, datetime, str] | None:
-        """The newest commit that changed ``rel``: sha, commit time, subject."""
-        proc = self.git("log", "-1", "--format=%H%x00%ct%x00%s", "--", rel, check=False)
-        if proc.returncode != 0 or not proc.stdout.strip():
-            return None
-        sha, ct, subject = proc.stdout.strip().split("\x00", 2)
-        return sha, datetime.fromtimestamp(int(ct), UTC), subject
+    def at_tip(self, rels: list[str]) -> dict[str, tuple[str, tuple[str, datetime, str]]]:
+        """Of each of ``rels`` present at the fetched tip (:meth:`fetch`): its text and the newest
+        commit that changed it (sha, commit time, subject). Read without touching the work tree,
+        in three git processes whatever the number of files: ``status`` and ``diff`` only read
+        (sync writes through :meth:`commit_and_push`, which checks the tip out)."""
+        tip = f"refs/remotes/origin/{self.gitops.branch}"
+        listing = self.git("ls-tree", "-z", "--name-only", tip, "--", *rels).stdout
+        present = [rel for rel in listing.split("\0") if rel]
+        if not present:
+            return {}
+        texts = self._blobs(tip, present)
+        newest = self._newest_commits(tip, present)
+        return {rel: (texts[rel], newest[rel]) for rel in present if rel in newest}
+
+    def _blobs(self, tip: str, rels: list[str]) -> dict[str, str]:
+        """The text of each of ``rels`` at ``tip`` (all present), through one ``cat-file --batch``."""
+        proc = subprocess.run(
+            ["git", "cat-file", "--batch"],
+            cwd=self.dir,
+            input="".join(f"{tip}:{rel}\n" for rel in rels).encode(),
+            capture_output=True,
+            timeout=GIT_TIMEOUT,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise GitopsError(f"git cat-file {_safe(self.gitops.repo)}: {_last_line(proc.stderr.decode())}")
+        out, data, at = {}, proc.stdout, 0
+        for rel in rels:  # "<sha> blob <size>\n<content>\n" each
+            end = data.index(b"\n", at)
+            size = int(data[at:end].split()[2])
+            out[rel] = data[end + 1 : end + 1 + size].decode("utf-8", errors="replace")
+            at = end + 1 + size + 1
+        return out
+
+    def _newest_commits(self, tip: str, rels: list[str]) -> dict[str, tuple[str, datetime, str]]:
+        """The newest commit that changed each of ``rels``: one ``git log`` over all of them,
+        newest first, stopped as soon as each is seen (a long history is not read)."""
+        found: dict[str, tuple[str, datetime, str]] = {}
+        wanted, header = set(rels), None
+        argv = ["git", "log", "--format=%x01%H%x00%ct%x00%s", "--name-only", tip, "--", *rels]
+        env = {**os.environ, "LC_ALL": "C"}
+        with subprocess.Popen(
+            argv, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                if line.startswith("\x01"):
+                    sha, ct, subject = line[1:].split("\x00", 2)
+                    header = (sha, datetime.fromtimestamp(int(ct), UTC), subject)
+                elif header is not None and line in wanted and line not in found:
+                    found[line] = header
+                    if len(found) == len(wanted):
+                        break
+            proc.kill()
+        return found
 
 
 def _moved(stderr: str) -> bool:
@@ -299,15 +358,14 @@ def read_desired(config: Config, envs: list[EnvironmentConfig]) -> dict[str, Des
     repo = EnvRepo.of(config)
     out: dict[str, Desired | None] = {}
     with repo.locked():
-        present = repo.refresh()
+        rels = {env.name: repo.file_of(env.name, config.app) for env in envs}
+        files = repo.at_tip(list(rels.values())) if repo.fetch() else {}
         for env in envs:
-            rel = repo.file_of(env.name, config.app)
-            last = repo.last_commit(rel) if present else None
-            if last is None or not (repo.dir / rel).exists():
+            rel = rels[env.name]
+            if rel not in files:
                 out[env.name] = None
                 continue
-            sha, at, subject = last
-            text = (repo.dir / rel).read_text(encoding="utf-8", errors="replace")
+            text, (sha, at, subject) = files[rel]
             try:
                 version, image, weights = parse_desired(
                     text, config=config, env=env.name, file=rel, commit=sha

@@ -191,3 +191,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             found = [line.rstrip()[:300] for line in lines if fatal.match(line)]
         if found:
             terminalreporter.write_line(f"cluster: {log} has {len(found)} fatal line(s); first: {found[0]}")
+    # who started and stopped the cluster lately (cluster.sh up/down: time, caller, xdist worker)
+    calls = logs.parent / "invocations"
+    if calls.exists():
+        for line in calls.read_text(errors="replace").splitlines()[-8:]:
+            terminalreporter.write_line(f"cluster: {line}")

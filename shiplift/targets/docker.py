@@ -129,20 +129,7 @@ class DockerTarget:
 
     def _containers(self, version: str, image: ImageRef) -> list[Any]:
         """The containers of ``version`` from ``image`` in this environment, running or not."""
-        return list(
-            self.client.containers.list(
-                all=True,
-                filters={
-                    "label": [
-                        f"io.shiplift.app={self.config.app}",
-                        f"io.shiplift.env={self.env.name}",
-                        f"io.shiplift.role={ROLE_APP}",
-                        f"io.shiplift.version={version}",
-                        f"io.shiplift.digest={image.digest}",
-                    ]
-                },
-            )
-        )
+        return self._all(f"io.shiplift.version={version}", f"io.shiplift.digest={image.digest}")
 
     def _changes(self, container: Any, wanted: AppSettings) -> SettingsChange:
         """How ``wanted`` differs from what ``container`` runs with (compared here, never stored)."""
@@ -255,32 +242,21 @@ class DockerTarget:
 
     def instances(self) -> list[Instance]:
         # one call: the engine's summaries carry names and labels (the SDK's list inspects each one)
-        found = self.client.api.containers(
-            all=True,
-            filters={
-                "label": [
-                    f"io.shiplift.app={self.config.app}",
-                    f"io.shiplift.env={self.env.name}",
-                    f"io.shiplift.role={ROLE_APP}",
-                ]
-            },
-        )
+        found = self.client.api.containers(all=True, filters={"label": self._filter()})
         return [self._instance_of(_name(c), c.get("Labels") or {}) for c in found]
 
-    def _all(self) -> list[Any]:
-        """Every container of the app's versions in this environment, running or not."""
-        return list(
-            self.client.containers.list(
-                all=True,
-                filters={
-                    "label": [
-                        f"io.shiplift.app={self.config.app}",
-                        f"io.shiplift.env={self.env.name}",
-                        f"io.shiplift.role={ROLE_APP}",
-                    ]
-                },
-            )
-        )
+    def _filter(self, *more: str) -> list[str]:
+        """The label filter of the app's version containers in this environment, and ``more``."""
+        return [
+            f"io.shiplift.app={self.config.app}",
+            f"io.shiplift.env={self.env.name}",
+            f"io.shiplift.role={ROLE_APP}",
+            *more,
+        ]
+
+    def _all(self, *labels: str) -> list[Any]:
+        """Every container of the app's versions in this environment (with ``labels`` too), running or not."""
+        return list(self.client.containers.list(all=True, filters={"label": self._filter(*labels)}))
 
 
 def _name(summary: dict[str, Any]) -> str:
