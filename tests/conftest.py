@@ -165,12 +165,27 @@ def kube_cluster() -> Iterator[object]:
 _XDIST_GROUPS = {"test_demo.py": "loopback-4200", "test_stack.py": "loopback-4200"}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The marks say which tests share a machine-wide part; the "@group" suffix of their node ids is
+    # what --dist loadgroup schedules by (see _suffix_node_id).
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         group = "cluster" if "kube_cluster" in fixtures else _XDIST_GROUPS.get(item.path.name)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+            if config.getvalue("loadgroup") and "@" not in item.nodeid.rsplit("]", 1)[-1]:
+                _suffix_node_id(item, group)
+
+
+def _suffix_node_id(item: pytest.Item, group: str) -> None:
+    """Give ``item`` the node id ``<id>@<group>``, by which xdist's loadgroup schedules.
+
+    xdist 3.8 sets ``item._nodeid``, which pytest 9 no longer reads (the id is ``item._id``, a
+    ``NodeId``): its groups had no effect, and tests of one group ran on both workers at once."""
+    from _pytest.nodeid import coerce_node_id
+
+    item._id = coerce_node_id(f"{item.nodeid}@{group}")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
