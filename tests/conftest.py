@@ -174,7 +174,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = "cluster" if "kube_cluster" in fixtures else _XDIST_GROUPS.get(item.path.name)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
-            if config.getvalue("loadgroup") and "@" not in item.nodeid.rsplit("]", 1)[-1]:
+            if getattr(config.option, "loadgroup", False) and "@" not in item.nodeid.rsplit("]", 1)[-1]:
                 _suffix_node_id(item, group)
 
 
