@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import State
 from prefect.runtime import deployment
+from prefect.states import Cancelled
 
 from flows.common import Context, open_context
 from flows.promote import abort_cancelled, deploy_version, refuse_bad
@@ -51,7 +53,7 @@ def release(
     extra_build_args: dict[str, str] | None = None,
     force: bool = False,
     image: str | None = None,
-) -> dict[str, object]:
+) -> dict[str, object] | State:
     """Build (or take ``image``, pushed by CI), push and promote ``version`` through every
     environment of the config."""
     check_version(version)
@@ -114,6 +116,10 @@ def release(
             _summary(config.app, version, image_ref.digest, results)
             if isinstance(exc, InputError | ConfigError):
                 raise
+            if _cancelled(ctx):
+                # the run was cancelled (UI, API) and its rollout aborted for it: the run ends
+                # Cancelled, not Failed by the abort's error racing the cancellation
+                return Cancelled(message=f"release {version} cancelled: {exc}")
             raise ReleaseError(f"release {version} failed: {exc}") from None
         results[env.name] = "serving"
         previous_level = f"{version} serves {env.name} (Succeeded)"
@@ -160,3 +166,19 @@ def _summary(app: str, version: str, digest: str, results: dict[str, str]) -> No
         markdown=f"# {app} {version}\n\n`{digest}`\n\n| environment | outcome |\n|---|---|\n{rows}\n",
         description=f"release {version} of {app}",
     )
+
+
+def _cancelled(ctx: Context) -> bool:
+    """Whether this flow run is being cancelled or was (its state on the API)."""
+    if ctx.run_id is None:
+        return False
+    from uuid import UUID
+
+    from prefect import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(ctx.run_id)).state
+    except Exception:  # noqa: BLE001 - the API may blink: then it is an ordinary failure
+        return False
+    return state is not None and (state.is_cancelling() or state.is_cancelled())
