@@ -90,7 +90,8 @@ def stack_ledger(src_url: str, dst_url: str) -> None:
     dst.dispose()
 
 
-def _seconds(argv: list[str], cwd: Path) -> float:
+def cli_seconds(argv: list[str], cwd: Path) -> float:
+    """Wall time of one CLI process (bytecode written, as a user's install does); raises when it fails."""
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     start = time.perf_counter()
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300, env=environ)
@@ -130,11 +131,11 @@ def measure_ledger_scale(config: Path, rows: int = 10_000, runs: int = 9) -> lis
         for which in ("small", "big")
     }
     for case in cases:  # warm-up, not timed: page cache, .pyc files
-        _seconds(argv[case], cfg.root)
+        cli_seconds(argv[case], cfg.root)
     times: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
     for i in range(runs):
         for case in cases[i % len(cases) :] + cases[: i % len(cases)]:
-            times[case].append(_seconds(argv[case], cfg.root))
+            times[case].append(cli_seconds(argv[case], cfg.root))
     return [
         LedgerFigure(
             name, statistics.median(times[name, "small"]), statistics.median(times[name, "big"]), rows
@@ -159,7 +160,7 @@ def main() -> None:
         project = make_project(tmp, app, registry.address, envs=("dev", "prod"))
         print("setup: release v1 through dev and prod", flush=True)
         release = ["release", "--version", "v1", "--auto-approve", "--config", str(project.config_path)]
-        _seconds([sys.executable, "-m", "shiplift", *release], project.dir)
+        cli_seconds([sys.executable, "-m", "shiplift", *release], project.dir)
         load_before = os.getloadavg()[0]
         figures = measure_ledger_scale(project.config_path, args.rows, args.runs)
         load_after = os.getloadavg()[0]

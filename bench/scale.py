@@ -68,6 +68,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.ledger_scale import cli_seconds  # noqa: E402
 from tests.support.parts import (  # noqa: E402
     MotoS3,
     Postgres,
@@ -549,16 +550,6 @@ def fill_ledger(url: str, app: str, repository: str, rows: int, envs: tuple[str,
         conn.execute(insert(EventRow), events)
 
 
-def _cli_seconds(argv: list[str], cwd: Path) -> float:
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300, env=environ)
-    took = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[2:])} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
-    return took
-
-
 PAGE = 100
 """Deployments in the small ledger: a page of ``history --env prod`` (50) in each environment, so
 both ledgers print the same table and the ratio is the history's length, not the table's."""
@@ -598,13 +589,13 @@ def bench_ledger(tmp: Path, registry: Registry, rows: int, runs: int) -> None:
         times: dict[tuple[str, str], list[float]] = defaultdict(list)
         for args in commands.values():  # warm-up
             for path in configs.values():
-                _cli_seconds([*ship, *args, "--config", str(path)], project.dir)
+                cli_seconds([*ship, *args, "--config", str(path)], project.dir)
         for i in range(runs):
             for name, args in commands.items():
                 order = list(configs.items()) if i % 2 == 0 else list(reversed(configs.items()))
                 for which, path in order:
                     times[(name, which)].append(
-                        _cli_seconds([*ship, *args, "--config", str(path)], project.dir)
+                        cli_seconds([*ship, *args, "--config", str(path)], project.dir)
                     )
         for name in commands:
             small, large = statistics.median(times[(name, "small")]), statistics.median(times[(name, "big")])
