@@ -33,7 +33,12 @@ class KeyedError(ValueError):
         self.loc = loc
 
 
-class _LineLoader(yaml.SafeLoader):
+# libyaml's parser where PyYAML was built with it (the wheels are): the document is parsed once,
+# in C, and its nodes keep their lines; the pure-Python parser otherwise
+_Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LineLoader(_Base):  # type: ignore[valid-type,misc]
     """A safe loader that refuses duplicate keys."""
 
 
@@ -53,8 +58,12 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 def load_yaml(text: str, *, source: str) -> tuple[dict[str, Any], Lines]:
     """The document's top-level mapping and the line of every key; :class:`ConfigError` if malformed."""
     try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        loader = _LineLoader(text)
+        try:
+            node = loader.get_single_node()  # one parse: the nodes give the lines and the data
+            data = None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}" if mark else source

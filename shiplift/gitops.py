@@ -27,24 +27,28 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import http.client
 import os
 import re
 import subprocess
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from shiplift.config import Config, EnvironmentConfig, GitopsConfig
 from shiplift.errors import InputError, ShipliftError
-from shiplift.ledger import Deployment, Ledger
 from shiplift.model import ImageRef, check_version
 from shiplift.progress import announce
+
+if TYPE_CHECKING:
+    # the ledger (SQLAlchemy) is loaded where it is used: `diff` asks git and the engines first,
+    # and loads it while they answer
+    from shiplift.ledger import Deployment, Ledger
 
 PUSH_ATTEMPTS = 5
 GIT_TIMEOUT = 60.0
@@ -176,19 +180,28 @@ class EnvRepo:
     def at_tip(self, rels: list[str]) -> dict[str, tuple[str, tuple[str, datetime, str]]]:
         """Of each of ``rels`` present at the fetched tip (:meth:`fetch`): its text and the newest
         commit that changed it (sha, commit time, subject). Read without touching the work tree,
-        in three git processes whatever the number of files: ``status`` and ``diff`` only read
-        (sync writes through :meth:`commit_and_push`, which checks the tip out)."""
+        by two git processes run side by side whatever the number of files: ``status`` and
+        ``diff`` only read (sync writes through :meth:`commit_and_push`, which checks the tip out)."""
         tip = f"refs/remotes/origin/{self.gitops.branch}"
-        listing = self.git("ls-tree", "-z", "--name-only", tip, "--", *rels).stdout
-        present = [rel for rel in listing.split("\0") if rel]
-        if not present:
-            return {}
-        texts = self._blobs(tip, present)
-        newest = self._newest_commits(tip, present)
-        return {rel: (texts[rel], newest[rel]) for rel in present if rel in newest}
+        env = {**os.environ, "LC_ALL": "C"}
+        log = subprocess.Popen(
+            ["git", "log", "--format=%x01%H%x00%ct%x00%s", "--name-only", tip, "--", *rels],
+            cwd=self.dir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        try:
+            texts = self._blobs(tip, rels)
+            newest = self._newest_commits(log, set(texts))
+        finally:
+            log.kill()
+            log.wait()
+        return {rel: (text, newest[rel]) for rel, text in texts.items() if rel in newest}
 
     def _blobs(self, tip: str, rels: list[str]) -> dict[str, str]:
-        """The text of each of ``rels`` at ``tip`` (all present), through one ``cat-file --batch``."""
+        """The text of each of ``rels`` present at ``tip``, through one ``cat-file --batch``."""
         proc = subprocess.run(
             ["git", "cat-file", "--batch"],
             cwd=self.dir,
@@ -200,34 +213,35 @@ class EnvRepo:
         if proc.returncode != 0:
             raise GitopsError(f"git cat-file {_safe(self.gitops.repo)}: {_last_line(proc.stderr.decode())}")
         out, data, at = {}, proc.stdout, 0
-        for rel in rels:  # "<sha> blob <size>\n<content>\n" each
+        for rel in rels:  # "<sha> blob <size>\n<content>\n", or "<name> missing\n"
             end = data.index(b"\n", at)
-            size = int(data[at:end].split()[2])
+            header = data[at:end].split()
+            if header[-1] == b"missing":
+                at = end + 1
+                continue
+            size = int(header[2])
             out[rel] = data[end + 1 : end + 1 + size].decode("utf-8", errors="replace")
             at = end + 1 + size + 1
         return out
 
-    def _newest_commits(self, tip: str, rels: list[str]) -> dict[str, tuple[str, datetime, str]]:
-        """The newest commit that changed each of ``rels``: one ``git log`` over all of them,
-        newest first, stopped as soon as each is seen (a long history is not read)."""
+    @staticmethod
+    def _newest_commits(log: subprocess.Popen[str], wanted: set[str]) -> dict[str, tuple[str, datetime, str]]:
+        """The newest commit that changed each of ``wanted``, read from a running ``git log
+        --name-only`` (newest first), stopped as soon as each is seen (a long history is not read)."""
         found: dict[str, tuple[str, datetime, str]] = {}
-        wanted, header = set(rels), None
-        argv = ["git", "log", "--format=%x01%H%x00%ct%x00%s", "--name-only", tip, "--", *rels]
-        env = {**os.environ, "LC_ALL": "C"}
-        with subprocess.Popen(
-            argv, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
-        ) as proc:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                line = line.rstrip("\n")
-                if line.startswith("\x01"):
-                    sha, ct, subject = line[1:].split("\x00", 2)
-                    header = (sha, datetime.fromtimestamp(int(ct), UTC), subject)
-                elif header is not None and line in wanted and line not in found:
-                    found[line] = header
-                    if len(found) == len(wanted):
-                        break
-            proc.kill()
+        header = None
+        assert log.stdout is not None
+        if not wanted:
+            return found
+        for line in log.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("\x01"):
+                sha, ct, subject = line[1:].split("\x00", 2)
+                header = (sha, datetime.fromtimestamp(int(ct), UTC), subject)
+            elif header is not None and line in wanted and line not in found:
+                found[line] = header
+                if len(found) == len(wanted):
+                    break
         return found
 
 
@@ -507,9 +521,13 @@ def read_running(config: Config, env: EnvironmentConfig) -> Running:
     except ShipliftError:
         routes = None
     try:
-        with urllib.request.urlopen(f"http://{env.host}:{env.port}{config.health.path}", timeout=3) as resp:
-            healthy = resp.status == 200
-    except (OSError, ValueError):
+        conn = http.client.HTTPConnection(env.host, env.port, timeout=3)
+        try:
+            conn.request("GET", config.health.path)
+            healthy = conn.getresponse().status == 200
+        finally:
+            conn.close()
+    except (OSError, ValueError, http.client.HTTPException):
         healthy = False
     return Running(instances, routes, healthy)
 
@@ -664,17 +682,19 @@ def compare(config: Config, envs: list[EnvironmentConfig], *, read_git: bool = T
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from shiplift.ledger import ledger_url, open_ledger
-
-    ledger = open_ledger(ledger_url(config.root, config.ledger.url))
     desired: dict[str, Desired | None] = {}
     git_error: str | None = None
-    # git, and each environment's engine and router, are asked at once: each answer is a wait
+    # git, and each environment's engine and router, are asked at once (each answer is a wait),
+    # and the ledger's library is loaded while they answer
     with ThreadPoolExecutor(max_workers=min(len(envs) + 1, 9)) as pool:
+        git = pool.submit(read_desired, config, envs) if read_git and config.gitops is not None else None
         reading = [pool.submit(read_running, config, env) for env in envs]
-        if read_git and config.gitops is not None:
+        from shiplift.ledger import ledger_url, open_ledger
+
+        ledger = open_ledger(ledger_url(config.root, config.ledger.url))
+        if git is not None:
             try:
-                desired = pool.submit(read_desired, config, envs).result()
+                desired = git.result()
             except GitopsError as exc:
                 git_error = str(exc)
         runnings = [r.result() for r in reading]

