@@ -905,7 +905,9 @@ class RetryConfig(_Model):
 class GitopsConfig(_Model):
     """The environment repository (see :mod:`shiplift.gitops`)."""
 
-    repo: str = Field(description="Git URL of the environment repository (file://, ssh, https).")
+    repo: str = Field(
+        description="Git URL of the environment repository (file://, ssh, https; an https token: token)."
+    )
     branch: str = Field("main", description="The branch that says what runs.")
     path: str = Field("environments", description="Directory of <env>/<app>.yaml in the repository.")
     self_heal: bool = Field(True, description="sync restores what drifted (a stopped container, weights).")
@@ -917,6 +919,18 @@ class GitopsConfig(_Model):
         description="A commit that changes an environment passes its approval gate (default: the "
         "gate holds); an environment's gitops.approve_by_commit overrides it.",
     )
+    token: str | None = Field(
+        None,
+        description="For an http(s):// repo: env:VAR, the environment variable that holds an access "
+        "token. git gets it as HTTP basic auth (user token_username, the token as password) through "
+        "its credential-helper protocol: never written to disk, a command line or the clone's "
+        ".git/config. ssh and file:// repos leave it unset (ssh uses your keys and agent).",
+    )
+    token_username: str = Field(
+        "x-access-token",
+        description="The user name sent with token: x-access-token (GitHub), oauth2 (GitLab), "
+        "x-token-auth (Bitbucket), or the token owner's name where the server wants it.",
+    )
 
     @field_validator("repo", "branch", "path")
     @classmethod
@@ -924,6 +938,28 @@ class GitopsConfig(_Model):
         if not value.strip() or value.startswith("-") or ".." in value.split("/"):
             raise ValueError(f"{short(value)} must be non-empty, not start with '-' nor contain '..'")
         return value.strip()
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is None or re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*", value.strip()):
+            return value and value.strip()
+        # not echoed: it may be the token itself
+        raise ValueError("must be env:VAR, an environment variable holding the token (never the token)")
+
+    @field_validator("token_username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        if not re.fullmatch(r"[^\s:@/]+", value):
+            raise ValueError(f"{short(value)} must be a user name: no spaces, ':', '@' nor '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _token_over_http(self) -> GitopsConfig:
+        if self.token is not None and not re.match(r"^https?://", self.repo):
+            why = "only for an https:// repo; ssh uses your keys and agent, file:// needs none"
+            raise KeyedError(("token",), why)
+        return self
 
 
 class LedgerConfig(_Model):

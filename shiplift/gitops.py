@@ -13,7 +13,10 @@ the branch moved is fetched, the file re-applied on the new tip, and pushed agai
 The ``git`` command line is used (``subprocess``), not GitPython or dulwich: it is already on
 every machine that has the project's repository, it speaks every transport and credential
 helper the user has configured (ssh agent, https token helpers) exactly as their own ``git``
-does, and "rejected, fetch first" is read from the same push a person would run. The work
+does, and "rejected, fetch first" is read from the same push a person would run. With
+``gitops.token: env:VAR`` (an https repository), git gets the token through its credential-helper
+protocol from the environment of each git process (:meth:`EnvRepo._env`), in place of the
+user's helpers, so that it is never written to disk nor seen on a command line. The work
 happens in a cached clone under ``<config dir>/.shiplift/gitops/``, held by a file lock so two
 shiplift processes on one machine take turns on it (processes on different machines meet at
 the remote: the loser's push is rejected and retried).
@@ -62,6 +65,23 @@ class GitopsError(ShipliftError):
     """The environment repository could not be read, committed to or pushed to."""
 
 
+class GitopsAuthError(GitopsError):
+    """The repository refused the credentials, or wants some and ``gitops.token`` gives none."""
+
+    exit_code = 2
+
+
+_AUTH_FAILED = re.compile(
+    r"Authentication failed|could not read (Username|Password)|returned error: 40[13]", re.IGNORECASE
+)
+_HELPER = (
+    '!f() { if test "$1" = get; then '
+    r'printf "username=%s\npassword=%s\n" "$SHIPLIFT_GIT_USERNAME" "$SHIPLIFT_GIT_TOKEN"; fi; }; f'
+)
+"""git's credential helper for ``gitops.token``: answers ``get`` from git's own environment (the
+shell's builtin printf: no process whose command line holds the token), ignores ``store``."""
+
+
 # the repository ---------------------------------------------------------------------------------
 
 
@@ -82,7 +102,7 @@ class EnvRepo:
     def git(
         self, *args: str, check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+        env = self._env()
         try:
             proc = subprocess.run(
                 ["git", "-c", "user.name=shiplift", "-c", "user.email=shiplift@localhost", *args],
@@ -96,8 +116,57 @@ class EnvRepo:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise GitopsError(f"git {args[0]} in the environment repository: {type(exc).__name__}") from None
         if check and proc.returncode != 0:
-            raise GitopsError(f"git {args[0]} {_safe(self.gitops.repo)}: {_last_line(proc.stderr)}")
+            raise self._failed(args[0], proc.stderr)
         return proc
+
+    def _env(self) -> dict[str, str]:
+        """git's environment: never a prompt; with ``gitops.token``, the token read from this
+        process's environment and handed to git's credential-helper protocol for the repository's
+        host only, through ``GIT_CONFIG_*`` variables: nothing on disk, nothing in a command line.
+        The user's own credential helpers are set aside, so that none stores the token."""
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+        gitops = self.gitops
+        if gitops.token is None:
+            return env
+        var = gitops.token.removeprefix("env:")
+        token = (os.environ.get(var) or "").strip()
+        if not token:
+            raise GitopsAuthError(
+                f"gitops.token: env:{var} is not set; export {var} with an access token "
+                f"for {_safe(gitops.repo)}"
+            )
+        scheme, _, rest = gitops.repo.partition("://")
+        host = rest.split("/", 1)[0].rpartition("@")[2]
+        count = env.get("GIT_CONFIG_COUNT", "0")
+        n = int(count) if count.isdigit() else 0
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": str(n + 2),
+                f"GIT_CONFIG_KEY_{n}": "credential.helper",
+                f"GIT_CONFIG_VALUE_{n}": "",
+                f"GIT_CONFIG_KEY_{n + 1}": f"credential.{scheme}://{host}.helper",
+                f"GIT_CONFIG_VALUE_{n + 1}": _HELPER,
+                "SHIPLIFT_GIT_USERNAME": gitops.token_username,
+                "SHIPLIFT_GIT_TOKEN": token,
+            }
+        )
+        return env
+
+    def _failed(self, command: str, stderr: str) -> GitopsError:
+        """The one line for a failed git command; credentials refused, or wanted and not
+        configured, are a :class:`GitopsAuthError` (exit 2: what to fix is ``gitops.token``)."""
+        where = f"git {command} {_safe(self.gitops.repo)}"
+        if not _AUTH_FAILED.search(stderr):
+            return GitopsError(f"{where}: {_last_line(stderr)}")
+        if self.gitops.token is None:
+            return GitopsAuthError(
+                f"{where}: the repository wants credentials; set gitops.token: env:VAR "
+                "(an environment variable holding an access token)"
+            )
+        return GitopsAuthError(
+            f"{where}: the repository refused the token in {self.gitops.token} "
+            f"(user {self.gitops.token_username}); check the token and its access to the repository"
+        )
 
     @contextmanager
     def locked(self) -> Iterator[EnvRepo]:
@@ -122,7 +191,7 @@ class EnvRepo:
         )
         if fetched.returncode != 0:
             if "couldn't find remote ref" not in fetched.stderr:
-                raise GitopsError(f"git fetch {_safe(self.gitops.repo)}: {_last_line(fetched.stderr)}")
+                raise self._failed("fetch", fetched.stderr)
             return False
         return True
 
@@ -172,7 +241,7 @@ class EnvRepo:
                 return sha
             last = _last_line(pushed.stderr)
             if not _moved(pushed.stderr):
-                raise GitopsError(f"git push {_safe(self.gitops.repo)}: {last}")
+                raise self._failed("push", pushed.stderr)
         raise GitopsError(
             f"git push {_safe(self.gitops.repo)}: still rejected after {PUSH_ATTEMPTS} tries: {last}"
         )
