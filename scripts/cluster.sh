@@ -271,12 +271,15 @@ pid_of() {
 
 # wait_for STEP LOG SECONDS CMD...: poll CMD until it succeeds; fail naming STEP and LOG
 wait_for() {
-  local step="$1" logfile="$2" timeout="$3" name
+  local step="$1" logfile="$2" timeout="$3" name pid=""
   shift 3
   name="$(basename "$logfile" .log)"
+  [[ -f "$STATE/pids/$name.pid" ]] && pid="$(cat "$STATE/pids/$name.pid")"
   local deadline=$((SECONDS + timeout))
   until "$@" >/dev/null 2>&1; do
-    if [[ -f "$STATE/pids/$name.pid" && -z "$(pid_of "$name")" ]]; then
+    # exited: the process is gone. Not pid_of's program check: just after start_daemon the pid
+    # may still be the forked shell, before its exec (seen on a busy machine: a false "exited")
+    if [[ -n "$pid" ]] && ! alive "$pid"; then
       fail "$step" "$logfile" "$name exited"
     fi
     ((SECONDS < deadline)) || fail "$step" "$logfile" "not ready after ${timeout}s"
