@@ -558,6 +558,8 @@ class Running:
     """The router's weights, read back; ``None`` when they cannot be read."""
     healthy: bool
     """The stable endpoint answers 200 on the health path."""
+    stopped: frozenset[str] = frozenset()
+    """The names of listed instances whose process does not run (a container stopped by hand)."""
 
     def drift(self, serving: tuple[str | None, str | None], weights: dict[str, int]) -> list[str]:
         """How what runs differs from what the ledger says serves (empty: it does not)."""
@@ -565,7 +567,7 @@ class Running:
         if version is None:
             return []
         out: list[str] = []
-        if not any(v == version and d == digest for v, d, _ in self.instances):
+        if not any(v == version and d == digest and n not in self.stopped for v, d, n in self.instances):
             out.append(f"{version} ({_short_d(digest)}) is not running")
         if self.routes is None:
             out.append("the router's weights cannot be read")
@@ -582,9 +584,13 @@ def read_running(config: Config, env: EnvironmentConfig) -> Running:
     from shiplift.targets import target_for
 
     try:
-        instances = [(i.version, i.image.digest, i.name) for i in target_for(config, env).instances()]
+        # listed but not running (Instance.running): a container stopped by hand, a Deployment
+        # without a ready pod
+        listed = target_for(config, env).instances()
+        instances = [(i.version, i.image.digest, i.name) for i in listed]
+        stopped = frozenset(i.name for i in listed if not i.running)
     except Exception:  # noqa: BLE001 - what cannot be listed does not run, as far as anyone can tell
-        instances = []
+        instances, stopped = [], frozenset()
     try:
         routes = router_for(config, env).get_routes()
     except ShipliftError:
@@ -598,7 +604,7 @@ def read_running(config: Config, env: EnvironmentConfig) -> Running:
             conn.close()
     except (OSError, ValueError, http.client.HTTPException):
         healthy = False
-    return Running(instances, routes, healthy)
+    return Running(instances, routes, healthy, stopped)
 
 
 def drift(desired: Desired | None, serving: tuple[str | None, str | None], running: list[str]) -> list[str]:
@@ -788,7 +794,10 @@ def compare(config: Config, envs: list[EnvironmentConfig], *, read_git: bool = T
             },
             "ledger": {"version": serving[0], "digest": serving[1], "weights": weights},
             "running": {
-                "instances": [{"name": n, "version": v, "digest": d} for v, d, n in running.instances],
+                "instances": [
+                    {"name": n, "version": v, "digest": d, "running": n not in running.stopped}
+                    for v, d, n in running.instances
+                ],
                 "weights": running.routes,
                 "healthy": running.healthy,
             },

@@ -6,6 +6,12 @@ Issue 15, done-means 1 (every promotion is one commit; ``git log`` reads as the 
 ``status --json`` shows the drift, the served sync brings it back within two intervals) and 5 (a
 digest the registry lacks, a file that does not parse: refused in one line naming the file and
 commit, prod unchanged). Done-means 4 (two writers at once) is in tests/shiplift/test_gitops.py.
+
+Beyond those: the commits of ``shiplift rollback`` and ``shiplift abort`` (kind, version, digest,
+weights, message); the approver's name in the commit of a gated promotion; a commit that
+promotes prod waits at prod's gate (or passes it with ``approve_by_commit``, the commit recorded
+as the approver); a container stopped by hand and a weight changed by hand on Traefik are drift
+that sync heals.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shiplift.ledger import open_ledger
+from shiplift.ledger import ReleaseRecord, open_ledger
 from shiplift.model import Phase
 from tests.support.gitrepo import git
 from tests.support.load import Load
@@ -134,6 +140,158 @@ def test_every_promotion_is_a_commit_and_a_revert_rolls_prod_back(project: Proje
     heal = ledger.history(app, "prod")[0]
     assert (heal.version, heal.kind, heal.phase) == ("v1", "heal", Phase.SUCCEEDED)
     assert git(fresh_clone(url, clone_dir), "rev-parse", "HEAD") == revert_sha, "nothing written to git"
+
+    # a container stopped by hand (not removed): it is listed, not running; sync starts it anew
+    (container,) = app_containers(app, "prod")
+    container.stop(timeout=2)
+    assert project.status()["environments"]["prod"]["drift"] == drift
+    diff = json.loads(project.shiplift("diff", "--env", "prod", "--json", check=True).stdout)
+    listed = diff["environments"]["prod"]["running"]["instances"]
+    assert [(i["version"], i["running"]) for i in listed] == [("v1", False)], listed
+    healed = project.shiplift("sync", "--env", "prod")
+    assert healed.returncode == 0, healed.stderr
+    assert "prod: healed v1 (v1 drifted: v1" in healed.stdout and "is not running" in healed.stdout
+    assert project.version_at("prod") == "v1"
+    assert project.status()["environments"]["prod"]["drift"] == []
+
+    # a weight changed by hand on the router, as an operator would: docker cp the routes out and in
+    router, routes = f"shiplift-{app}--prod-router", tmp_path / "routes.yml"
+    subprocess.run(["docker", "cp", f"{router}:/etc/shiplift/dynamic/routes.yml", str(routes)], check=True)
+    assert '"weight": 100' in routes.read_text()
+    routes.write_text(routes.read_text().replace('"weight": 100', '"weight": 40'))
+    subprocess.run(["docker", "cp", str(routes), f"{router}:/etc/shiplift/dynamic/routes.yml"], check=True)
+    changed = "the router sends {'v1': 40}, the ledger says {'v1': 100}"
+    deadline = time.monotonic() + 30
+    while (drift := project.status()["environments"]["prod"]["drift"]) != [changed]:
+        assert time.monotonic() < deadline, drift
+        time.sleep(0.5)
+    diff = json.loads(project.shiplift("diff", "--env", "prod", "--json", check=True).stdout)
+    assert diff["environments"]["prod"]["running"]["weights"] == {"v1": 40}
+    assert diff["environments"]["prod"]["drift"] == [changed]
+    healed = project.shiplift("sync", "--env", "prod")
+    assert healed.returncode == 0, healed.stderr
+    assert f"prod: healed v1 (v1 drifted: {changed})" in healed.stdout, healed.stdout
+    diff = json.loads(project.shiplift("diff", "--env", "prod", "--json", check=True).stdout)
+    assert diff["environments"]["prod"]["running"]["weights"] == {"v1": 100}
+    assert diff["environments"]["prod"]["drift"] == []
+    assert git(fresh_clone(url, clone_dir), "rev-parse", "HEAD") == revert_sha, "a heal writes no commit"
+
+    # shiplift rollback: one commit, kind rollback, naming what prod serves now
+    v2_served = ledger.served(app, "prod", "v2")
+    assert v2_served is not None
+    project.shiplift("rollback", "--env", "prod", "--to", "v2", "--author", "carol", check=True)
+    clone = fresh_clone(url, clone_dir)
+    assert git(clone, "log", "-1", "--format=%s") == f"prod: roll back to {app} v2"
+    back = ledger.history(app, "prod")[0]
+    assert (back.version, back.kind, back.phase) == ("v2", "rollback", Phase.SUCCEEDED)
+    doc = yaml.safe_load((clone / "environments" / "prod" / f"{app}.yaml").read_text())
+    assert (doc["version"], doc["digest"], doc["weights"]) == ("v2", v2_served.digest, {"v2": 100})
+    assert (doc["kind"], doc["deployment"]) == ("rollback", back.id)
+    lines = git(clone, "log", "-1", "--format=%b").splitlines()
+    assert {"version: v2", f"digest: {v2_served.digest}", "approvers: none", "by: carol"} <= set(lines)
+    assert f"deployment: {back.id} (rollback)" in lines, lines
+    assert project.version_at("prod") == "v2"
+
+
+def commit_version(clone: Path, app: str, env: str, version: str, release: ReleaseRecord | None) -> str:
+    """Point ``env``'s file at ``release`` by hand (version, image, digest, weights), commit,
+    push; the commit's sha."""
+    assert release is not None
+    path = clone / "environments" / env / f"{app}.yaml"
+    doc = yaml.safe_load(path.read_text())
+    image = f"{release.repository}@{release.digest}"
+    doc.update(version=version, digest=release.digest, image=image, weights={version: 100})
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    git(clone, "commit", "-qam", f"{env}: {version}, by hand")
+    git(clone, "push", "-q", "origin", "HEAD:main")
+    return git(clone, "rev-parse", "HEAD")
+
+
+def test_prod_gate_holds_for_a_commit_unless_approve_by_commit_and_git_names_approvers_and_aborts(
+    project: Project, tmp_path: Path
+) -> None:
+    """A gated prod: the commit of an approved promotion names its approver; a commit that
+    promotes prod waits at prod's gate until approved, or passes it with approve_by_commit (the
+    commit recorded as the approver); an abort writes what serves again."""
+    from tests.test_gates import _wait_phase
+
+    url, clone_dir = with_gitops(project, tmp_path, ("dev", "prod"))
+    app, doc = project.app, project.config()
+    prod = doc["environments"][1]
+    prod["approval"] = {"approvers": ["alice", "bob"], "timeout_seconds": 600}
+    project.write_config(doc)
+    (project.dir / ".shiplift").mkdir(exist_ok=True)
+    ledger = open_ledger(project.ledger_url())
+
+    # 1. a promotion approved by alice: prod's commit names her
+    proc = project.popen("release", "--version", "v1")
+    _wait_phase(ledger, app, "prod", "v1", (Phase.AWAITING_APPROVAL,))
+    project.shiplift("approve", "--env", "prod", "--version", "v1", "--as", "alice", check=True)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    clone = fresh_clone(url, clone_dir)
+    assert git(clone, "log", "-1", "--format=%s") == f"prod: promote {app} v1"
+    assert "approvers: alice" in git(clone, "log", "-1", "--format=%b").splitlines()
+    assert "approvers: none" in git(clone, "log", "-1", "--format=%b", "HEAD~1").splitlines(), "dev: no gate"
+
+    # v2 and v3 built, pushed and promoted in dev only: the registry has them, prod never served them
+    project.write_config({**doc, "environments": doc["environments"][:1]})
+    for version in ("v2", "v3"):
+        project.shiplift("release", "--version", version, check=True)
+    project.write_config(doc)
+
+    # 2. a commit by hand that moves prod to v2: sync waits at prod's gate until someone approves
+    sha = commit_version(fresh_clone(url, clone_dir), app, "prod", "v2", ledger.release(app, "v2"))
+    syncing = project.popen("sync")
+    waiting = _wait_phase(ledger, app, "prod", "v2", (Phase.AWAITING_APPROVAL,))
+    assert project.version_at("prod") == "v1", "nothing changes before the gate opens"
+    project.shiplift("approve", "--env", "prod", "--version", "v2", "--as", "bob", check=True)
+    out, err = syncing.communicate(timeout=300)
+    assert syncing.returncode == 0, err
+    assert f"prod: promoted v2 (caused by git commit {sha}" in out, out
+    assert project.version_at("prod") == "v2"
+    promoted = ledger.deployment(waiting.id)
+    assert (promoted.version, promoted.kind, promoted.phase) == ("v2", "promote", Phase.SUCCEEDED)
+    assert [(a.approver, a.approved) for a in ledger.approvals(promoted.id)] == [("bob", True)]
+    assert (promoted.reason or "").startswith(f"caused by git commit {sha}")
+
+    # 3. approve_by_commit: the commit passes the gate; the ledger names the commit as approver
+    prod["gitops"] = {"approve_by_commit": True}
+    project.write_config(doc)
+    sha = commit_version(fresh_clone(url, clone_dir), app, "prod", "v3", ledger.release(app, "v3"))
+    synced = project.shiplift("sync", "--env", "prod", timeout=240)
+    assert synced.returncode == 0, synced.stderr
+    assert f"prod: promoted v3 (caused by git commit {sha}" in synced.stdout, synced.stdout
+    assert project.version_at("prod") == "v3"
+    v3 = ledger.served(app, "prod", "v3")
+    assert v3 is not None and v3.kind == "promote"
+    decisions = [(a.approver, a.approved, a.reason) for a in ledger.approvals(v3.id)]
+    assert decisions == [(f"git commit {sha[:12]}", True, "approve_by_commit")], decisions
+
+    # 4. an abort (from another process, of a canary paused for a person): one commit, kind abort,
+    #    naming the version that serves 100% again
+    prod["strategy"] = {
+        "kind": "canary",
+        "steps": [{"set_weight": 30}, {"pause": {"until_approved": True}}, {"set_weight": 100}],
+    }
+    prod["approval"]["allow_auto_approve"] = True
+    project.write_config(doc)
+    project.shiplift("promote", "--version", "v2", "--to", "dev", check=True)  # the level before prod
+    rolling = project.popen("promote", "--version", "v2", "--to", "prod", "--auto-approve")
+    _wait_phase(ledger, app, "prod", "v2", (Phase.PAUSED,))
+    assert project.status()["environments"]["prod"]["weights"] == {"v3": 70, "v2": 30}
+    project.shiplift("abort", "--env", "prod", "--author", "carol", check=True)
+    _, err = rolling.communicate(timeout=120)
+    assert rolling.returncode == 1 and "aborted" in err, err
+    clone = fresh_clone(url, clone_dir)
+    assert git(clone, "log", "-1", "--format=%s") == f"prod: abort; serves {app} v3"
+    body = git(clone, "log", "-1", "--format=%b").splitlines()
+    assert {"version: v3", f"digest: {v3.digest}", "by: carol"} <= set(body), body
+    assert f"approvers: git commit {sha[:12]}" in body, body
+    filed = yaml.safe_load((clone / "environments" / "prod" / f"{app}.yaml").read_text())
+    assert (filed["version"], filed["digest"], filed["weights"]) == ("v3", v3.digest, {"v3": 100})
+    assert (filed["kind"], filed["deployment"]) == ("abort", v3.id)
+    assert project.version_at("prod") == "v3"
 
 
 def test_a_missing_digest_or_a_broken_file_is_refused_and_prod_keeps_serving(

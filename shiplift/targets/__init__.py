@@ -42,6 +42,9 @@ class Instance:
     version: str
     image: ImageRef
     backend_url: str
+    running: bool = field(default=True, compare=False)
+    """Listed but not running when ``False``: a container stopped by hand, a Deployment without a
+    ready pod. ``instances()`` lists those too (cleanup needs them); ``diff`` reports them."""
 
 
 class DeployTarget(Protocol):

@@ -157,13 +157,14 @@ class DockerTarget:
     def _instance(self, container: Any) -> Instance:
         return self._instance_of(container.name, container.labels)
 
-    def _instance_of(self, name: str, labels: dict[str, str]) -> Instance:
+    def _instance_of(self, name: str, labels: dict[str, str], *, running: bool = True) -> Instance:
         port = labels.get(PORT_LABEL)
         return Instance(
             name=name,
             version=labels.get("io.shiplift.version", "?"),
             image=ImageRef(labels["io.shiplift.repository"], labels["io.shiplift.digest"]),
             backend_url=f"http://{name}:{int(port) if port else self.config.container_port or LEGACY_PORT}",
+            running=running,
         )
 
     def wait_healthy(self, instance: Instance) -> None:
@@ -241,9 +242,14 @@ class DockerTarget:
             container.remove(force=True)
 
     def instances(self) -> list[Instance]:
-        # one call: the engine's summaries carry names and labels (the SDK's list inspects each one)
+        """Every instance, stopped ones included (``running=False``: a container stopped by hand
+        is drift, which sync heals by starting it anew)."""
+        # one call: the engine's summaries carry names, labels and state (the SDK's list inspects each one)
         found = self.client.api.containers(all=True, filters={"label": self._filter()})
-        return [self._instance_of(_name(c), c.get("Labels") or {}) for c in found]
+        return [
+            self._instance_of(_name(c), c.get("Labels") or {}, running=c.get("State") == "running")
+            for c in found
+        ]
 
     def _filter(self, *more: str) -> list[str]:
         """The label filter of the app's version containers in this environment, and ``more``."""

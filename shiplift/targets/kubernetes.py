@@ -11,6 +11,7 @@ is the router's business (``shiplift.routers.service``, ``shiplift.routers.gatew
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -25,6 +26,8 @@ from shiplift.model import ImageRef
 from shiplift.progress import report
 from shiplift.settings import AppSettings, SettingsChange, diff
 from shiplift.targets import Direct, Instance
+
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 FATAL_WAITING = {
     "CrashLoopBackOff",
@@ -65,7 +68,7 @@ class KubernetesTarget:
         name = kube.version_name(self.config.app, version)
         existing = self._deployment(name)
         revision = 0
-        if existing is not None and (existing.metadata.annotations or {}).get(kube.DIGEST) == image.digest:
+        if existing is not None and running_digest(existing) == image.digest:
             change = self._changes(existing, settings)
             if not change:
                 report(f"{self.env.name}: adopting {name}")
@@ -215,10 +218,12 @@ class KubernetesTarget:
         return list(dict.fromkeys(removed))
 
     def instances(self) -> list[Instance]:
-        found = self.apps.list_namespaced_deployment(
+        """Every version's Deployment; ``running``: at least one pod ready (a Deployment scaled
+        to 0 by hand, or whose pods all fail their probe, is drift: ``shiplift diff``)."""
+        found: Any = self.apps.list_namespaced_deployment(
             self.namespace, label_selector=kube.selector(kube.labels(self.config.app, self.env.name))
         )
-        return [self._instance(d) for d in found.items]
+        return [self._instance(d, running=(d.status.ready_replicas or 0) > 0) for d in found.items]
 
     def direct(self, instance: Instance) -> Direct | None:
         """The version's Service through the API server's service proxy (the HTTP check's way in)."""
@@ -236,7 +241,7 @@ class KubernetesTarget:
 
     def settings_changes(self, version: str, image: ImageRef, wanted: AppSettings) -> SettingsChange | None:
         existing = self._deployment(kube.version_name(self.config.app, version))
-        if existing is None or (existing.metadata.annotations or {}).get(kube.DIGEST) != image.digest:
+        if existing is None or running_digest(existing) != image.digest:
             return None
         return self._changes(existing, wanted)
 
@@ -290,18 +295,29 @@ class KubernetesTarget:
                 return None
             raise TargetError(f"{self.env.name}: cannot read {name}: {kube.api_reason(exc)}") from None
 
-    def _instance(self, deployment: Any) -> Instance:
+    def _instance(self, deployment: Any, *, running: bool = True) -> Instance:
         meta = deployment.metadata
         annotations = meta.annotations or {}
         image = str(deployment.spec.template.spec.containers[0].image)
         repository = annotations.get(kube.REPOSITORY) or image.split("@", 1)[0]
-        digest = annotations.get(kube.DIGEST) or image.split("@", 1)[-1]
+        digest = running_digest(deployment)
         return Instance(
             name=meta.name,
             version=kube.deployment_version(deployment),
             image=ImageRef(repository, digest),
             backend_url=f"http://{meta.name}.{self.namespace}.svc.cluster.local:{deployment_port(deployment)}",
+            running=running,
         )
+
+
+def running_digest(deployment: Any) -> str:
+    """The digest a Deployment's pods run: its container's image when pinned by digest (an image
+    set by hand is what runs, and shows as drift), else the digest shiplift annotated."""
+    image = str(deployment.spec.template.spec.containers[0].image)
+    pinned = image.rpartition("@")[2]
+    if DIGEST.match(pinned):
+        return pinned
+    return str((deployment.metadata.annotations or {}).get(kube.DIGEST) or pinned)
 
 
 def app_port(config: Config, image: ImageRef) -> int:
