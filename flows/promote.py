@@ -191,6 +191,7 @@ def locked(ctx: Context, env: EnvironmentConfig, claim: Claim) -> Iterator[Deplo
     at most ``lock_timeout_seconds``; then this deployment fails and nothing was changed.
     """
     ledger, app, dep = ctx.ledger, ctx.config.app, claim.dep
+    ledger.note(dep.id, "waiting for the environment lock")  # the wait shows in the ledger too
     try:
         with environment_lock(ctx, env):
             ledger.advance(dep.id, Phase.PROGRESSING, dep.step_index, "environment lock taken")

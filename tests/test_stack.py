@@ -5,16 +5,21 @@ when warm), then ``docker compose up --build --wait`` with its own project name 
 ports, workers releasing a copy of examples/hello (dev, then prod behind an approval) with one
 database, ``shop``, in the stack's PostgreSQL, backed up every minute to the stack's S3.
 Everything a test does goes through what CI and people use: the Prefect REST API with basic
-auth, the REST resume call, the apps' endpoints, the shared ledger, ``docker kill``.
+auth, the REST resume call, the apps' endpoints, the shared ledger, shiplift's CLI on the host,
+``docker kill``. The session ends as the README says a team ends the stack: ``shiplift teardown``
+of each environment (the apps are the user's, not the stack's), then ``docker compose down -v``,
+after which nothing of the compose project is left.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +79,36 @@ class Stack:
         out = subprocess.run([*self.compose, "logs", "--no-color", service], capture_output=True, text=True)
         return out.stdout + out.stderr
 
+    def logs_since(self, service: str, since: datetime) -> str:
+        out = subprocess.run(
+            [*self.compose, "logs", "--no-color", "--since", since.strftime("%Y-%m-%dT%H:%M:%SZ"), service],
+            capture_output=True,
+            text=True,
+        )
+        return out.stdout + out.stderr
+
     def container(self, service: str) -> str:
         out = subprocess.run(
             [*self.compose, "ps", "-aq", service], capture_output=True, text=True, check=True
         )
         return out.stdout.strip()
+
+    def shiplift(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``shiplift ARGS`` on the host, as a person of the team runs it: the project's config,
+        whose ``ledger.url`` names the stack's PostgreSQL, and the stack's Prefect API."""
+        return self.project.shiplift(
+            *args,
+            check=check,
+            timeout=300,
+            env={
+                "STACK_LEDGER_URL": self.ledger_url,
+                "SHIPLIFT_LEDGER_URL": "",
+                "PREFECT_API_URL": self.api_url,
+                "PREFECT_API_AUTH_STRING": f"{USER}:{PASSWORD}",
+                "PREFECT_API_KEY": "",
+                "COLUMNS": "200",  # tables as wide as a person's terminal, not 80 columns
+            },
+        )
 
 
 # pytest-docker's fixtures: one stack per session, this repository's docker-compose.yml -----------
@@ -99,7 +129,13 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
         health_timeout=90,
     )
     doc = project.config()
-    doc["environments"][1]["approval"] = {"approvers": ["alice"], "min_approvals": 1, "timeout_seconds": 900}
+    doc["environments"][1]["approval"] = {
+        "approvers": ["alice", "bob"],
+        "min_approvals": 1,
+        "timeout_seconds": 900,
+    }
+    # the shared ledger, as a team's config names it (the workers' SHIPLIFT_LEDGER_URL wins there)
+    doc["ledger"] = {"url": "env:STACK_LEDGER_URL"}
     bucket = f"backups-{app}"
     doc["databases"] = [
         {
@@ -130,6 +166,8 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
         "SHIPLIFT_WORK_POOL": POOL,
         # one run at a time per worker: two releases started at once land on the two workers
         "SHIPLIFT_WORKER_LIMIT": "1",
+        # a run beats every 30 s (the compose default); silent for 60 s, it died with its worker
+        "SHIPLIFT_CRASHED_AFTER_SECONDS": "60",
     }
     env_file = tmp_path_factory.mktemp("stack-env") / "stack.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
@@ -172,8 +210,28 @@ def docker_cleanup() -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def nothing_left_after_down(docker_compose_project_name: str) -> Iterator[None]:
+    """Set up before ``docker_services``, so checked after its cleanup's ``down -v``: no container,
+    volume or network of the compose project is left."""
+    yield
+    label = f"label=com.docker.compose.project={docker_compose_project_name}"
+    left = {
+        kind: subprocess.run(
+            ["docker", *cmd, "--filter", label], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for kind, cmd in (
+            ("containers", ["ps", "-aq"]),
+            ("volumes", ["volume", "ls", "-q"]),
+            ("networks", ["network", "ls", "-q"]),
+        )
+    }
+    assert not any(left.values()), f"docker compose down -v left {left}"
+
+
+@pytest.fixture(scope="session")
 def stack(
     stack_settings: tuple[Path, dict[str, int], Project],
+    nothing_left_after_down: None,
     docker_services: Any,
     docker_compose_command: str,
     docker_compose_file: str,
@@ -207,6 +265,10 @@ def stack(
         )
     try:
         yield s
+        # the apps the workers deployed are the user's: the README removes them with teardown
+        for env in ("prod", "dev"):
+            s.shiplift("teardown", "--env", env, "--yes")
+        assert not app_resources(project.app), "shiplift teardown removed the app's containers and networks"
     finally:
         remove_app(project.app)
 
@@ -247,12 +309,21 @@ def state(api: httpx.Client, run_id: str) -> str:
     return str(api.get(f"/flow_runs/{run_id}").json()["state"]["type"])
 
 
-def wait_state(api: httpx.Client, run_id: str, wanted: set[str], timeout: float = 600) -> str:
+def wait_state(
+    api: httpx.Client,
+    run_id: str,
+    wanted: set[str],
+    timeout: float = 600,
+    passing: frozenset[str] = frozenset(),
+) -> str:
+    """Wait for ``run_id`` to reach a state of ``wanted``; fail on another final one, unless
+    ``passing`` names it (a run Prefect schedules again)."""
+
     def reached() -> str | None:
         now = state(api, run_id)
         if now in wanted:
             return now
-        if now in FINAL:
+        if now in FINAL - passing:
             pytest.fail(
                 f"run {run_id} ended {now}, not {wanted}: {api.get(f'/flow_runs/{run_id}').json()['state']}"
             )
@@ -279,6 +350,16 @@ def decide(api: httpx.Client, run_id: str, app: str, version: str, approved: boo
     )
     resp.raise_for_status()
     assert resp.json()["status"] == "ACCEPT", resp.json()
+
+
+def app_resources(app: str) -> list[str]:
+    """The containers and networks of ``app`` on the engine (apps and routers, every environment)."""
+    from shiplift.dockerhost import client
+
+    c = client()
+    containers = c.containers.list(all=True, filters={"label": f"io.shiplift.app={app}"})
+    networks = c.networks.list(filters={"label": f"io.shiplift.app={app}"})
+    return [f"container {x.name}" for x in containers] + [f"network {n.name}" for n in networks]
 
 
 def worker_of(stack: Stack, run_id: str) -> str:
@@ -355,7 +436,8 @@ def test_a_scheduled_backup_runs_on_a_worker_and_its_drill_passes(stack: Stack) 
 def test_two_releases_to_one_environment_serialize_across_the_two_workers(stack: Stack) -> None:
     app = stack.project.app
     with stack.api() as api:
-        runs = {v: start_release(api, stack, v, extra_build_args={"SLOW_START": "3"}) for v in ("v2", "v3")}
+        # each holds dev's lock for its app's 8 s start at least: the other one arrives meanwhile
+        runs = {v: start_release(api, stack, v, extra_build_args={"SLOW_START": "8"}) for v in ("v2", "v3")}
         for run_id in runs.values():
             wait_state(api, run_id, {"PAUSED"})
         workers = {worker_of(stack, run_id) for run_id in runs.values()}
@@ -368,46 +450,78 @@ def test_two_releases_to_one_environment_serialize_across_the_two_workers(stack:
     dev = {d.version: d for d in ledger.history(app, "dev") if d.version in runs}
     assert {v: d.phase for v, d in dev.items()} == {"v2": Phase.SUCCEEDED, "v3": Phase.SUCCEEDED}
 
-    def held(version: str) -> tuple[Any, Any]:
-        taken = [
-            at
-            for at, _phase, _step, what in ledger.events(dev[version].id)
-            if what == "environment lock taken"
-        ]
-        return taken[0], dev[version].finished_at
+    def lock(version: str) -> tuple[Any, Any, Any]:
+        """When ``version`` began to wait for dev's lock, took it, and let it go (finished)."""
+        events = ledger.events(dev[version].id)
+        waited = next(at for at, _phase, _step, what in events if what == "waiting for the environment lock")
+        taken = next(at for at, _phase, _step, what in events if what == "environment lock taken")
+        return taken, waited, dev[version].finished_at
 
-    (a_start, a_end), (b_start, b_end) = sorted(held(v) for v in runs)
-    assert a_end <= b_start, "the environment lock held across the two workers: one after the other"
+    (a_taken, _, a_end), (b_taken, b_waited, _) = sorted(lock(v) for v in runs)
+    assert b_waited < a_end, "the second release waited for the lock while the first held it"
+    assert a_end <= b_taken, "the environment lock held across the two workers: one after the other"
     assert len([c for c in app_containers(app, "dev") if c.status == "running"]) == 1
 
 
-def test_a_worker_killed_mid_release_then_the_other_takes_it_over(stack: Stack) -> None:
+def test_a_worker_killed_mid_release_the_same_run_resumes_on_the_other(stack: Stack) -> None:
+    """Nobody starts it again: Prefect sees the run silent (no heartbeat), sets it Crashed, then
+    Scheduled (the automations deployments/stack/worker.py registers); the other worker runs it
+    and it takes over the deployment it left in the ledger. A person approves prod from the host."""
     app = stack.project.app
     ledger = stack.ledger()
     with stack.api() as api:
-        old_run = start_release(api, stack, "v4", extra_build_args={"SLOW_START": "12"})
+        run_id = start_release(api, stack, "v4", extra_build_args={"SLOW_START": "12"})
 
         def in_health_wait() -> bool:
             dep = ledger.unfinished(app, "dev")
             return dep is not None and dep.version == "v4" and dep.step_index == 1
 
         wait_for(in_health_wait, 600, "v4 waiting for dev's health check", pause=0.2)
-        killed = worker_of(stack, old_run)
+        killed = worker_of(stack, run_id)
+        survivor = {"worker-1": "worker-2", "worker-2": "worker-1"}[killed]
+        killed_at = datetime.now(UTC)
         subprocess.run(["docker", "kill", stack.container(killed)], check=True, capture_output=True)
         dep = ledger.unfinished(app, "dev")
         assert dep is not None and dep.version == "v4" and dep.phase == Phase.PROGRESSING
 
-        # CI (or a person) starts the release again: the other worker takes the deployment over
-        new_run = start_release(api, stack, "v4", extra_build_args={"SLOW_START": "12"})
-        assert worker_of(stack, new_run) != killed
-        wait_state(api, new_run, {"PAUSED"}, timeout=600)
-        decide(api, new_run, app, "v4", approved=True)
-        wait_state(api, new_run, {"COMPLETED"})  # else: fails with the run's state message
-        assert state(api, old_run) == "CANCELLED", "the dead run was marked superseded"
+        wait_state(api, run_id, {"PAUSED"}, timeout=420, passing=frozenset({"CRASHED"}))
+        run = api.get(f"/flow_runs/{run_id}").json()
+        history = api.get("/flow_run_states/", params={"flow_run_id": run_id}).json()
+        names = [h["name"] for h in sorted(history, key=lambda h: h["timestamp"])]
+        crashed = names.index("Crashed")
+        assert names[crashed + 1] == "AwaitingRetry", names
+        assert run["run_count"] == 2, "the same run, run a second time"
+        automations = [a["name"] for a in api.post("/automations/filter", json={}).json()]
+        assert sorted(a for a in automations if a.startswith(f"shiplift {POOL}:")) == [
+            f"shiplift {POOL}: crash a flow run that stopped beating",
+            f"shiplift {POOL}: resume a release whose worker died",
+        ], "one of each, though both workers registered them"
+        assert run_id in stack.logs_since(survivor, killed_at), f"{survivor} ran it after the kill"
+        assert run_id not in stack.logs_since(killed, killed_at)
+
+        # prod's gate, approved from the host against the shared ledger
+        stack.shiplift("approve", "--env", "prod", "--version", "v4", "--as", "bob")
+        wait_state(api, run_id, {"COMPLETED"})  # else: fails with the run's state message
     assert stack.project.version_at("dev") == "v4" and stack.project.version_at("prod") == "v4"
     final = ledger.deployment(dep.id)
-    assert final.phase == Phase.SUCCEEDED and final.run_id == new_run
+    assert final.phase == Phase.SUCCEEDED and final.run_id == run_id
+    [prod] = [d for d in ledger.history(app, "prod") if d.version == "v4"]
+    assert [a.approver for a in ledger.approvals(prod.id)] == ["bob"]
+
+    # nothing orphaned: one app container and one router per environment, running, on one network each
     for env in ("dev", "prod"):
-        running = [c for c in app_containers(app, env) if c.status == "running"]
-        assert len(running) == 1, f"{env}: nothing orphaned, one app container serves"
-        assert not [c for c in app_containers(app, env) if c.status != "running"]
+        assert [c.status for c in app_containers(app, env)] == ["running"], f"{env}: one app container"
+    resources = app_resources(app)
+    apps = {f"container {c.name}" for c in app_containers(app)}
+    routers = [r for r in resources if r.startswith("container ") and r not in apps]
+    networks = [r for r in resources if r.startswith("network ")]
+    assert len(routers) == 2 and len(networks) == 2, f"a router and a network per environment: {resources}"
+
+    # the host's CLI reads what the workers wrote in the shared ledger
+    status = json.loads(stack.shiplift("status", "--json").stdout)["environments"]
+    assert {env: status[env]["version"] for env in ("dev", "prod")} == {"dev": "v4", "prod": "v4"}
+    history = json.loads(stack.shiplift("history", "--env", "prod", "--json").stdout)["deployments"]
+    assert (history[0]["version"], history[0]["phase"], history[0]["run_id"]) == ("v4", "Succeeded", run_id)
+    assert [h["id"] for h in history] == [d.id for d in ledger.history(app, "prod")]
+    table = stack.shiplift("history", "--env", "prod").stdout
+    assert "v4" in table and "Succeeded" in table

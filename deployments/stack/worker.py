@@ -7,6 +7,27 @@ upserts: two workers starting at once, or a worker restarted after the config ch
 set of deployments. The flows are imported by module path (``flows.release.release``) from the
 installed shiplift, so a run needs no code download.
 
+It also registers, as upserts too, two Prefect automations that resume a release whose worker
+died (``docker kill``, a lost machine) on another worker, with no one starting it again:
+
+- *crash a silent run*: a run of these deployments whose process sent no
+  ``prefect.flow-run.heartbeat`` event (nor any other event of the run) for
+  ``SHIPLIFT_CRASHED_AFTER_SECONDS`` (default 90) is set to Crashed. The workers set
+  ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` (30 s in docker-compose.yml; Prefect's default, 180 s,
+  is longer than that window) so a live run, paused at a gate included, beats in time;
+- *resume a release*: a run of the release deployment crashed that way is set back to
+  Scheduled ("AwaitingRetry", what the UI's Retry does): the same run, the same id, picked up by
+  a worker still polling the pool. The flow then takes over the deployment it left unfinished
+  in the ledger (``flows/promote.py``, ``claim_deployment``). Bounded by Prefect's own run count:
+  only a crash of attempt 1 … ``SHIPLIFT_RESUMES`` (default 2) is resumed, so a release that
+  kills its worker every time ends Crashed instead of looping. A crash a live worker reports
+  itself (a process that could not start) is left Crashed: it need not raise the run count,
+  so nothing would bound its loop.
+
+These are Prefect's own parts (the flow engine's heartbeats, a proactive and a reactive
+automation trigger, the change-flow-run-state action), so the server does the watching: no
+worker has to outlive the one that died, and the runs' history shows who changed what.
+
 Then it runs Prefect's process worker in this process, as ``prefect worker start --pool POOL
 --type process --with-healthcheck`` would, without the CLI's look-up of worker types in
 Prefect's collection registry on GitHub (which waits for its timeout where GitHub is out of
@@ -21,11 +42,16 @@ import os
 import signal
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
+from uuid import UUID
 
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
 from flows.serve import deployments
@@ -51,14 +77,112 @@ def module_entrypoint(entrypoint: str) -> str:
     return ".".join([*parts[start:], function])
 
 
+SILENT = "shiplift: no heartbeat from the flow run for"
+"""How the Crashed state set by the first automation begins; the second one matches on it."""
+
+
+def automations(
+    pool: str, ids: list[UUID], release_id: UUID, silent_seconds: int, resumes: int
+) -> list[AutomationCore]:
+    """The two automations of the module docstring, for the deployments ``ids`` on ``pool``."""
+    crash = AutomationCore(
+        name=f"shiplift {pool}: crash a flow run that stopped beating",
+        description="A run of shiplift's deployments on work pool "
+        f"{pool} whose process sent no event for {silent_seconds}s died with its worker.",
+        enabled=True,
+        trigger=EventTrigger(
+            type="event",  # stated: an update sends only the fields that were set
+            posture=Posture.Proactive,
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={
+                "prefect.resource.role": "deployment",
+                "prefect.resource.id": [f"prefect.deployment.{i}" for i in ids],
+            },
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.*"},
+            for_each={"prefect.resource.id"},
+            threshold=1,
+            within=timedelta(seconds=silent_seconds),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                type="change-flow-run-state",
+                state=StateType.CRASHED,
+                message=f"{SILENT} {silent_seconds}s: its process or its worker died",
+                force=True,  # a run paused at a gate too
+            )
+        ],
+    )
+    resume = AutomationCore(
+        name=f"shiplift {pool}: resume a release whose worker died",
+        description=f"A release crashed for missing heartbeats runs again (attempts 1 to {resumes} "
+        "only) on a worker of the pool, and takes over the deployment it left unfinished.",
+        enabled=True,
+        trigger=EventTrigger(
+            type="event",
+            posture=Posture.Reactive,
+            match={
+                "prefect.resource.id": "prefect.flow-run.*",
+                "prefect.state-message": f"{SILENT}*",
+                "prefect.run-count": [str(n) for n in range(1, resumes + 1)],
+            },
+            match_related={
+                "prefect.resource.role": "deployment",
+                "prefect.resource.id": f"prefect.deployment.{release_id}",
+            },
+            expect={"prefect.flow-run.Crashed"},
+            for_each={"prefect.resource.id"},
+            threshold=1,
+            within=timedelta(0),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                type="change-flow-run-state",
+                state=StateType.SCHEDULED,
+                name="AwaitingRetry",
+                message="its worker died: resumed on a worker of the pool",
+                force=True,  # out of Crashed, as the UI's Retry does
+            )
+        ],
+    )
+    return [crash, resume]
+
+
+async def upsert_automation(client: PrefectClient, automation: AutomationCore) -> None:
+    """Create ``automation`` or update the one of its name; two workers racing keep one."""
+    found = await client.read_automations_by_name(automation.name)
+    if not found:
+        await client.create_automation(automation)
+        found = await client.read_automations_by_name(automation.name)
+    keep, *extra = sorted(found, key=lambda a: str(a.id))  # every worker keeps the same one
+    await client.update_automation(keep.id, automation)
+    for other in extra:
+        with contextlib.suppress(ObjectNotFound):
+            await client.delete_automation(other.id)
+
+
+async def ensure_automations(pool: str, ids: list[UUID], release_id: UUID) -> None:
+    silent = int(os.environ.get("SHIPLIFT_CRASHED_AFTER_SECONDS", "90"))
+    resumes = int(os.environ.get("SHIPLIFT_RESUMES", "2"))
+    async with get_client() as client:
+        for automation in automations(pool, ids, release_id, silent, resumes):
+            await upsert_automation(client, automation)
+
+
 def register(config: str, pool: str) -> None:
     asyncio.run(ensure_pool(pool))
-    names = []
+    names, ids, release_id = [], [], None
     for deployment in deployments(config):
         deployment.entrypoint = module_entrypoint(str(deployment.entrypoint))
-        deployment.apply(work_pool_name=pool)
+        deployment_id = deployment.apply(work_pool_name=pool)
         names.append(f"{deployment.flow_name}/{deployment.name}")
+        ids.append(deployment_id)
+        if deployment.flow_name == "release":
+            release_id = deployment_id
     print(f"registered on work pool {pool}: {', '.join(names)}", flush=True)
+    if release_id is not None:
+        asyncio.run(ensure_automations(pool, ids, release_id))
+        print(f"registered the automations that resume a release whose worker died on {pool}", flush=True)
 
 
 def _stop(signum: int, _frame: object) -> None:
