@@ -213,33 +213,16 @@ def test_approve_by_commit_per_environment_overrides_the_default(tmp_path: Path)
 
 def test_a_git_failure_after_a_promotion_is_one_line_and_an_event(tmp_path: Path) -> None:
     from shiplift.gitops import NOT_IN_GIT, in_git, record_environment
-    from shiplift.ledger import EnvironmentUpdate, open_ledger
-    from shiplift.model import Phase
+    from shiplift.ledger import open_ledger
 
     cfg = config(tmp_path, f"file://{tmp_path / 'nowhere.git'}")
     ledger = open_ledger(f"sqlite:///{tmp_path / 'l.db'}")
-    dep = ledger.start_deployment(
-        app="hello",
-        environment="prod",
-        version="v1",
-        digest=D1,
-        kind="promote",
-        strategy="replace",
-        previous_version=None,
-        previous_digest=None,
-        run_id=None,
-    )
-    ledger.finish(
-        dep.id,
-        Phase.SUCCEEDED,
-        "done",
-        environment=EnvironmentUpdate(Phase.SUCCEEDED, ("v1", D1), {"v1": 100}),
-    )
+    dep_id = serve(ledger, "prod", "v1", D1)
     line = record_environment(cfg, ledger, "prod", kind="promote", run_id=None)
     assert line is not None and line.startswith("gitops: prod serves v1, but git was not updated: git fetch")
     assert "\n" not in line
-    assert any(text.startswith(NOT_IN_GIT) for *_, text in ledger.events(dep.id))
-    assert in_git(ledger, ledger.deployment(dep.id)) is False
+    assert any(text.startswith(NOT_IN_GIT) for *_, text in ledger.events(dep_id))
+    assert in_git(ledger, ledger.deployment(dep_id)) is False
     assert ledger.environment("hello", "prod").version == "v1", "the promotion stands"  # type: ignore[union-attr]
     # sync would write git from the ledger, not roll prod back to a stale or missing file
     assert (
