@@ -39,7 +39,8 @@ def _progress_artifacts(run_name: str) -> list[dict[str, Any]]:
 def test_backup_on_a_terminal_shows_a_bar_and_the_runs_a_progress_artifact(
     dbproject: Project, tmp_path: Path
 ) -> None:
-    db = sqlite_app(tmp_path, rows=30000)
+    # big enough (about 5 MB) that the bar is drawn while the phase runs, not only before and after
+    db = sqlite_app(tmp_path, rows=300000)
     with_database(dbproject, url=f"sqlite:///{db}", store=f"file://{tmp_path}/backups")
 
     # a terminal: `script` gives the command a pseudo-terminal and keeps what it drew

@@ -290,7 +290,9 @@ def test_an_engine_that_does_not_answer_is_refused_with_exit_2_before_anything(
     project.write_config(doc)
     missing = Path(tempfile.mkdtemp(prefix="sl-none-")) / "docker.sock"
     _with_host(project, "qa", host=f"unix://{missing}")
-    images_before = {i.id for i in client().images.list()}
+    # this project's images only: the other xdist worker builds its own meanwhile
+    repository = project.config()["image"]["repository"]
+    images_before = {i.id for i in client().images.list(name=repository)}
     result = project.shiplift("release", "--version", "v1", "--auto-approve")
     assert result.returncode == 2, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -300,7 +302,7 @@ def test_an_engine_that_does_not_answer_is_refused_with_exit_2_before_anything(
     )
     assert str(missing) in lines[0]
     assert app_containers(project.app) == []
-    assert {i.id for i in client().images.list()} == images_before, "something was built"
+    assert {i.id for i in client().images.list(name=repository)} == images_before, "something was built"
     history = project.shiplift("history", "--json")
     assert history.returncode != 0 or '"v1"' not in history.stdout, history.stdout
 
