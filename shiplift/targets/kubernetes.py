@@ -138,6 +138,10 @@ class KubernetesTarget:
             label_selector=kube.selector(kube.labels(self.config.app, self.env.name, instance.version)),
         )
         for pod in pods.items:
+            if pod.metadata.deletion_timestamp is not None:
+                # a pod on its way out (of a Deployment deleted or replaced just before, with the
+                # same labels): its container killed on the way (137) is not this start failing
+                continue
             for status in pod.status.container_statuses or []:
                 waiting = status.state.waiting if status.state else None
                 ended = (status.state.terminated if status.state else None) or (
