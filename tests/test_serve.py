@@ -43,15 +43,17 @@ async def _served_for(config_path: str) -> set[str]:
 
 @contextmanager
 def serving(project: Project) -> Iterator[subprocess.Popen[bytes]]:
-    """`shiplift serve` in its own process group, up until its deployments are registered."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shiplift", "serve", "--config", str(project.config_path)],
-        cwd=project.dir,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    """`shiplift serve` in its own process group, up until its deployments are registered; what
+    it and its flow runs print goes to ``serve.log`` in the project (see :func:`serve_log`)."""
+    with open(project.dir / "serve.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shiplift", "serve", "--config", str(project.config_path)],
+            cwd=project.dir,
+            env=os.environ.copy(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 120
         config_path = str(project.config_path.resolve())
@@ -64,6 +66,12 @@ def serving(project: Project) -> Iterator[subprocess.Popen[bytes]]:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
+
+
+def serve_log(project: Project, tail: int = 4000) -> str:
+    """The end of what `shiplift serve` and its flow runs printed: for a failed assertion's message."""
+    path = project.dir / "serve.log"
+    return "\n--- serve.log ---\n" + path.read_text(errors="replace")[-tail:] if path.exists() else ""
 
 
 def _state(run_id: str) -> str:

@@ -17,7 +17,7 @@ from shiplift.dockerhost import client
 from shiplift.ledger import open_ledger
 from tests.support.gitrepo import commit_all, git
 from tests.support.parts import Project, app_containers
-from tests.test_serve import serving
+from tests.test_serve import serve_log, serving
 
 pytestmark = pytest.mark.real
 UNKNOWN = "0123456789abcdef0123456789abcdef01234567"
@@ -119,7 +119,7 @@ def test_trigger_image_releases_a_pushed_digest_and_builds_nothing(project: Proj
             "trigger", "--version", "v2", "--image", f"{repository}@{pushed.digest}",
             "--auto-approve", "--wait", "--json",
         )  # fmt: skip
-        assert ok.returncode == 0, ok.stderr
+        assert ok.returncode == 0, ok.stderr + serve_log(project)
         assert json.loads(ok.stdout)["state"] == "COMPLETED"
         missing_digest = "sha256:" + "0" * 64
         missing = project.shiplift(
