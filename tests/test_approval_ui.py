@@ -37,8 +37,9 @@ def test_approval_through_the_prefect_ui_resume_form(project: Project, artifacts
             page.get_by_role("button", name="Resume").click()
             dialog = page.get_by_role("dialog")
             dialog.get_by_text("Resume Flow Run").wait_for()
-            # the pause description tells the approver what is being promoted
-            assert f"Promote {project.app} v2 to prod" in dialog.inner_text()
+            # the pause description tells the approver what is being promoted; the dialog's title
+            # comes first, the run's input form after the UI has read it (slower on a busy machine)
+            dialog.get_by_text(f"Promote {project.app} v2 to prod").wait_for(timeout=60_000)
             assert dep.digest in dialog.inner_text()
             labels = [
                 t.strip() for t in dialog.locator("label, .p-label__text").all_inner_texts() if t.strip()
