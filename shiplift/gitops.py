@@ -45,7 +45,7 @@ import yaml
 
 from shiplift.config import Config, EnvironmentConfig, GitopsConfig
 from shiplift.errors import InputError, ShipliftError
-from shiplift.model import ImageRef, check_version
+from shiplift.model import DIGEST_PATTERN, ImageRef, check_version
 from shiplift.progress import announce
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 PUSH_ATTEMPTS = 5
 GIT_TIMEOUT = 60.0
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 IN_GIT = "gitops: in git as "
 """The ledger event written on a deployment once git names it (``gitops: in git as <sha>``)."""
 NOT_IN_GIT = "gitops: not recorded: "
@@ -428,7 +427,7 @@ def parse_desired(
         if not sep or (digest is not None and digest != image_digest):
             raise InputError(f"{where}: image must read REPOSITORY@sha256:… and agree with digest")
         digest = image_digest
-    if not isinstance(digest, str) or not DIGEST.match(digest):
+    if not isinstance(digest, str) or not DIGEST_PATTERN.match(digest):
         raise InputError(f"{where}: digest: expected sha256:<64 hex digits>")
     weights = doc.get("weights") or {version: 100}
     if not isinstance(weights, dict) or not all(isinstance(v, int) for v in weights.values()):

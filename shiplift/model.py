@@ -8,7 +8,8 @@ from enum import StrEnum
 
 from shiplift.errors import InputError
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
+"""An image digest as shiplift records it: sha256 and 64 lowercase hex digits."""
 VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """A version label: what an OCI tag allows, at most 64 characters."""
 
@@ -74,7 +75,7 @@ class ImageRef:
     digest: str
 
     def __post_init__(self) -> None:
-        if not _DIGEST.match(self.digest):
+        if not DIGEST_PATTERN.match(self.digest):
             raise ValueError(f"not an image digest: {self.digest!r}")
 
     def __str__(self) -> str:

@@ -11,7 +11,6 @@ is the router's business (``shiplift.routers.service``, ``shiplift.routers.gatew
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -22,12 +21,10 @@ from kubernetes.client.exceptions import ApiException
 from shiplift import kube
 from shiplift.config import Config, EnvironmentConfig
 from shiplift.errors import TargetError, UnhealthyError
-from shiplift.model import ImageRef
+from shiplift.model import DIGEST_PATTERN, ImageRef
 from shiplift.progress import report
 from shiplift.settings import AppSettings, SettingsChange, diff
 from shiplift.targets import Direct, Instance
-
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 FATAL_WAITING = {
     "CrashLoopBackOff",
@@ -319,7 +316,7 @@ def running_digest(deployment: Any) -> str:
     set by hand is what runs, and shows as drift), else the digest shiplift annotated."""
     image = str(deployment.spec.template.spec.containers[0].image)
     pinned = image.rpartition("@")[2]
-    if DIGEST.match(pinned):
+    if DIGEST_PATTERN.match(pinned):
         return pinned
     return str((deployment.metadata.annotations or {}).get(kube.DIGEST) or pinned)
 
