@@ -98,9 +98,7 @@ class EnvRepo:
         assert config.gitops is not None
         return cls(config.gitops, config.root / ".shiplift" / "gitops")
 
-    def git(
-        self, *args: str, check: bool = True, stdin: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
+    def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = self._env()
         try:
             proc = subprocess.run(
