@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     # the ledger (SQLAlchemy) is loaded where it is used: `diff` asks git and the engines first,
     # and loads it while they answer
     from shiplift.ledger import Deployment, Ledger
+    from shiplift.targets import Instance
 
 PUSH_ATTEMPTS = 5
 GIT_TIMEOUT = 60.0
@@ -549,14 +550,13 @@ def plan(
 class Running:
     """What runs in an environment, read from the target and the router, and its stable endpoint."""
 
-    instances: list[tuple[str, str, str]]
-    """(version, digest, name) of every instance the target lists."""
+    instances: list[Instance]
+    """Every instance the target lists, with whether it runs (``Instance.running``: a container
+    stopped by hand, a Deployment without a ready pod, is listed but does not run)."""
     routes: dict[str, int] | None
     """The router's weights, read back; ``None`` when they cannot be read."""
     healthy: bool
     """The stable endpoint answers 200 on the health path."""
-    stopped: frozenset[str] = frozenset()
-    """The names of listed instances whose process does not run (a container stopped by hand)."""
 
     def drift(self, serving: tuple[str | None, str | None], weights: dict[str, int]) -> list[str]:
         """How what runs differs from what the ledger says serves (empty: it does not)."""
@@ -564,7 +564,7 @@ class Running:
         if version is None:
             return []
         out: list[str] = []
-        if not any(v == version and d == digest and n not in self.stopped for v, d, n in self.instances):
+        if not any(i.version == version and i.image.digest == digest and i.running for i in self.instances):
             out.append(f"{version} ({_short_d(digest)}) is not running")
         if self.routes is None:
             out.append("the router's weights cannot be read")
@@ -581,13 +581,9 @@ def read_running(config: Config, env: EnvironmentConfig) -> Running:
     from shiplift.targets import target_for
 
     try:
-        # listed but not running (Instance.running): a container stopped by hand, a Deployment
-        # without a ready pod
-        listed = target_for(config, env).instances()
-        instances = [(i.version, i.image.digest, i.name) for i in listed]
-        stopped = frozenset(i.name for i in listed if not i.running)
+        instances = target_for(config, env).instances()
     except Exception:  # noqa: BLE001 - what cannot be listed does not run, as far as anyone can tell
-        instances, stopped = [], frozenset()
+        instances = []
     try:
         routes = router_for(config, env).get_routes()
     except ShipliftError:
@@ -601,7 +597,7 @@ def read_running(config: Config, env: EnvironmentConfig) -> Running:
             conn.close()
     except (OSError, ValueError, http.client.HTTPException):
         healthy = False
-    return Running(instances, routes, healthy, stopped)
+    return Running(instances, routes, healthy)
 
 
 def drift(desired: Desired | None, serving: tuple[str | None, str | None], running: list[str]) -> list[str]:
@@ -792,8 +788,8 @@ def compare(config: Config, envs: list[EnvironmentConfig], *, read_git: bool = T
             "ledger": {"version": serving[0], "digest": serving[1], "weights": weights},
             "running": {
                 "instances": [
-                    {"name": n, "version": v, "digest": d, "running": n not in running.stopped}
-                    for v, d, n in running.instances
+                    {"name": i.name, "version": i.version, "digest": i.image.digest, "running": i.running}
+                    for i in running.instances
                 ],
                 "weights": running.routes,
                 "healthy": running.healthy,
