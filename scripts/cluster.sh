@@ -483,16 +483,19 @@ EOF
 
 # --- status ------------------------------------------------------------------------------------
 
+# the cluster's daemons, in the order `up` starts them (`down` stops them the other way round)
+DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+
 daemons_running() {
   local name
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+  for name in "${DAEMONS[@]}"; do
     [[ -n "$(pid_of "$name")" ]] || return 1
   done
 }
 
 cluster_status() {
   local quiet="${1:-}" name ok=0
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+  for name in "${DAEMONS[@]}"; do
     if [[ -n "$(pid_of "$name")" ]]; then
       [[ -n "$quiet" ]] || log "$name: running (pid $(pid_of "$name"))"
     else
