@@ -17,6 +17,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import atexit
+import gc
 import getpass
 import json
 import logging
@@ -1192,6 +1193,8 @@ def main() -> NoReturn:
     second after the command is done. The exit handlers still run — Prefect's flush its logs
     and events to the API, temporary directories are removed — then the process ends.
     """
+    if not _short_lived(sys.argv[1:]):
+        gc.enable()  # off while the CLI started (shiplift.__main__)
     try:
         try:
             _only_the_command_run(sys.argv[1:])
@@ -1207,6 +1210,15 @@ def main() -> NoReturn:
     except SystemExit as exc:
         _exit_now(exc.code)
     _exit_now(0)
+
+
+SHORT_LIVED = ("status", "history", "approve", "reject", "backups", "diff", "init")
+"""The everyday commands (issue 16), which end within a second: they run without the cyclic
+garbage collector, what they allocate is freed when they end."""
+
+
+def _short_lived(args: list[str]) -> bool:
+    return bool(args) and args[0] in SHORT_LIVED and "--watch" not in args
 
 
 def _only_the_command_run(args: list[str]) -> None:
