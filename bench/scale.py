@@ -17,10 +17,15 @@ start them):
 2. ``concurrent``: ``--apps`` (10) releases of as many different apps started at the same moment
    through one Prefect server and two process workers polling one work pool (as the compose
    stack runs them; the apps share one SQLite ledger, as a team on one host would), against one
-   release alone through the same workers. Goal: wall time at most 3 ×, no failed run; the peak
-   memory of the workers with their flow-run processes (summed resident sets, sampled every
-   0.2 s) is printed beside the Prefect server's, and how many of the bench's API calls the
-   server answered 5xx (retried). ``--prefect-db postgres`` runs the Prefect server on
+   release alone through the same workers. Each run is one ``python -m prefect.engine`` process
+   (the deployments' ``command`` job variable, as the compose stack's workers have it). Goal: wall
+   time at most 3 ×, no failed run; the peak memory of the workers with their flow-run processes
+   (summed resident sets, sampled every 0.2 s) is printed beside the Prefect server's, and how
+   many of the bench's API calls the server answered 5xx (retried). What bounds the ratio is
+   printed too: the machine's busy CPU seconds during one release and during the ten (every
+   process: workers, runs, the Prefect server, dockerd, registry, routers; from ``/proc/stat``),
+   and the wall time the ten would take with every core busy, that CPU over the cores.
+   ``--prefect-db postgres`` runs the Prefect server on
    PostgreSQL instead of SQLite.
 3. ``ledger``: ``shiplift status`` and ``shiplift history --env prod`` (each a new process, as a
    user runs them) on the same app and routers, with a ledger holding ``--rows`` (10,000)
@@ -173,6 +178,30 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class CpuBusy:
+    """The machine's busy CPU seconds (all cores, all processes: the workers, their runs, dockerd,
+    the registry, the Prefect server) while in its block, from ``/proc/stat``."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    @staticmethod
+    def _busy() -> float:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle, iowait
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> CpuBusy:
+        self._start = self._busy()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = self._busy() - self._start
+
+
+CORES = os.cpu_count() or 1
 
 
 def load() -> str:
@@ -405,7 +434,9 @@ async def _run_all(
     timed = [r for r in found if r.start_time and r.end_time and r.created]
     delays = [(r.start_time - r.created).total_seconds() for r in timed]
     runs_s = [(r.end_time - r.start_time).total_seconds() for r in timed]
+    made = [(r.created - started).total_seconds() for r in found if r.created]
     spent = (
+        f"runs created within {max(made):.1f}s, "
         f"start delay median {statistics.median(delays):.1f}s (max {max(delays):.1f}s), "
         f"flow median {statistics.median(runs_s):.1f}s (max {max(runs_s):.1f}s)"
         if timed
@@ -441,7 +472,11 @@ def bench_concurrent(
         ids = []
         for project in projects:
             deployment: Any = release.to_deployment(
-                name=f"release-{project.app}", parameters={"config_path": str(project.config_path)}
+                name=f"release-{project.app}",
+                parameters={"config_path": str(project.config_path)},
+                # each run started as one engine process, as the compose stack's workers do (not
+                # through Prefect's workspace supervisor, a second process that imports Prefect)
+                job_variables={"command": f"{sys.executable} -m prefect.engine"},
             )
             deployment.entrypoint = "flows.release.release"  # imported from the installed shiplift
             ids.append(deployment.apply(work_pool_name=pool))
@@ -460,25 +495,31 @@ def bench_concurrent(
         one: list[float] = []
         many: list[float] = []
         failed = 0
+        busy_one: list[float] = []
+        busy_many: list[float] = []
         peak_one = peak_many = peak_server = 0.0
         roots = lambda: [w.pid for w in workers]  # noqa: E731
         server_root = lambda: [server.proc.pid] if server.proc else []  # noqa: E731
         for r in range(rounds):
-            with PeakRss(roots) as rss1, PeakRss(server_root) as srv:
+            with PeakRss(roots) as rss1, PeakRss(server_root) as srv, CpuBusy() as cpu1:
                 wall, states, spent1 = asyncio.run(_run_all([ids[r % apps]], f"one{r}"))
             one.append(wall)
             failed += sum(s != "COMPLETED" for s in states)
-            with PeakRss(roots) as rss, PeakRss(server_root) as srv2:
+            with PeakRss(roots) as rss, PeakRss(server_root) as srv2, CpuBusy() as cpu:
                 wall, states, spent = asyncio.run(_run_all(ids, f"many{r}"))
             many.append(wall)
             failed += sum(s != "COMPLETED" for s in states)
+            busy_one.append(cpu1.seconds)
+            busy_many.append(cpu.seconds)
             peak_one, peak_many = max(peak_one, rss1.peak), max(peak_many, rss.peak)
             peak_server = max(peak_server, srv.peak, srv2.peak)
             print(
                 f"  round {r + 1}: one release {one[-1]:.2f}s (workers {rss1.peak:.0f} MB in "
                 f"{rss1.processes} processes), {apps} at once {many[-1]:.2f}s (workers {rss.peak:.0f} MB "
                 f"in {rss.processes} processes; {', '.join(sorted(set(states)))}); load {load()}\n"
-                f"    one: {spent1}\n    {apps} at once: {spent}",
+                f"    one: {spent1}; CPU busy {cpu1.seconds:.1f} core-s\n"
+                f"    {apps} at once: {spent}; CPU busy {cpu.seconds:.1f} core-s "
+                f"({cpu.seconds / (many[-1] * CORES):.0%} of {CORES} cores)",
                 flush=True,
             )
         base, wall = statistics.median(one), statistics.median(many)
@@ -491,6 +532,24 @@ def bench_concurrent(
             wall / base <= 3,
         )
         figure(f"failed runs of {rounds * (apps + 1)}", str(failed), None, "0", failed == 0)
+        # what bounds the ratio: the machine's CPU seconds the runs took (the workers and their
+        # runs, the Prefect server, dockerd, the registry, the routers), over its cores
+        busy1, busy10 = statistics.median(busy_one), statistics.median(busy_many)
+        figure("CPU busy, one release (all processes)", f"{busy1:.1f} core-s", 1.0, "(printed)", None)
+        figure(
+            f"CPU busy, {apps} at once (all processes)",
+            f"{busy10:.1f} core-s",
+            busy10 / busy1,
+            "(printed)",
+            None,
+        )
+        figure(
+            f"{apps} at once with every core busy: CPU / {CORES} cores",
+            f"{busy10 / CORES:.2f}s",
+            busy10 / CORES / base,
+            "the ratio's floor here",
+            None,
+        )
         figure("peak RSS, workers + runs: one release", f"{peak_one:.0f} MB", 1.0, "", None)
         figure(
             f"peak RSS, workers + runs: {apps} at once",
