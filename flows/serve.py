@@ -23,8 +23,31 @@ from flows.teardown import teardown
 from shiplift.config import load_config
 
 
+def module_entrypoint(entrypoint: str) -> str:
+    """``/…/site-packages/flows/release.py:release`` → ``flows.release.release``."""
+    path, function = entrypoint.rsplit(":", 1)
+    parts = Path(path).with_suffix("").parts
+    start = max(i for i, part in enumerate(parts) if part in ("flows", "tasks", "shiplift"))
+    return ".".join([*parts[start:], function])
+
+
 def deployments(config_path: str) -> list[Any]:
-    """The deployments ``shiplift serve`` serves for the project at ``config_path``."""
+    """The deployments ``shiplift serve`` serves for the project at ``config_path``.
+
+    Each names its flow by module (``flows.release.release``), imported from the installed
+    shiplift, not by file: every registration sends it, so a record an earlier registration of
+    the same name left on the server (another project's, or a ``prefect deploy``) cannot make the
+    run look for code in storage. With a file entrypoint and no ``path``, Prefect 3.9's engine
+    copies the code from ``<cwd>/None`` under a runner (``PREFECT__STORAGE_BASE_PATH`` set) and
+    the run crashes before its flow starts.
+    """
+    out = _deployments(config_path)
+    for deployment in out:
+        deployment.entrypoint = module_entrypoint(str(deployment.entrypoint))
+    return out
+
+
+def _deployments(config_path: str) -> list[Any]:
     path = str(Path(config_path).resolve())
     out = [
         release.to_deployment(name="release", parameters={"config_path": path}),

@@ -43,7 +43,6 @@ import signal
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient, get_client
@@ -67,14 +66,6 @@ async def ensure_pool(name: str) -> None:
                     base_job_template=ProcessWorker.get_default_base_job_template(),
                 )
             )
-
-
-def module_entrypoint(entrypoint: str) -> str:
-    """``/…/site-packages/flows/release.py:release`` → ``flows.release.release``."""
-    path, function = entrypoint.rsplit(":", 1)
-    parts = Path(path).with_suffix("").parts
-    start = max(i for i, part in enumerate(parts) if part in ("flows", "tasks", "shiplift"))
-    return ".".join([*parts[start:], function])
 
 
 SILENT = "shiplift: no heartbeat from the flow run for"
@@ -176,7 +167,6 @@ def register(config: str, pool: str) -> None:
     asyncio.run(ensure_pool(pool))
     names, ids, release_id = [], [], None
     for deployment in deployments(config):
-        deployment.entrypoint = module_entrypoint(str(deployment.entrypoint))
         # each run is one engine process (the code is in this image): without a command, Prefect's
         # process worker starts its workspace supervisor first, a second process importing Prefect
         # (about 2 s of CPU per run, issue 17)
