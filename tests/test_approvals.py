@@ -12,7 +12,7 @@ import pytest
 
 from shiplift.ledger import Deployment, open_ledger
 from shiplift.model import Phase
-from tests.support.parts import Project
+from tests.support.parts import Project, resume
 
 pytestmark = pytest.mark.real
 
@@ -87,13 +87,7 @@ def test_rest_rejection_ends_rejected_and_prod_unchanged(project: Project) -> No
             **{"app": project.app, "environment": "prod", "version": "v2", "step": 0},
         }
     }
-    # as a CI's client would (Prefect's own retries these): the test server, on SQLite, answers
-    # 503 "database is locked" for a moment when the machine is busy
-    for _ in range(10):
-        answer = httpx.post(f"{api}/flow_runs/{dep.run_id}/resume", json=body, timeout=30)
-        if answer.status_code != 503:
-            break
-        time.sleep(1)
+    answer = resume(api, dep.run_id, body["run_input"])
     assert answer.status_code == 201 and answer.json()["status"] == "ACCEPT"
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1

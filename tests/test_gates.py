@@ -17,7 +17,7 @@ import pytest
 from shiplift.ledger import Deployment, Ledger, open_ledger
 from shiplift.model import Phase
 from tests.support.load import Load
-from tests.support.parts import Project, app_containers, free_port, make_project, remove_app
+from tests.support.parts import Project, app_containers, free_port, make_project, remove_app, resume
 
 pytestmark = pytest.mark.real
 
@@ -132,14 +132,14 @@ def test_a_decision_for_another_gate_is_refused_and_approve_finds_the_run(projec
     api = os.environ["PREFECT_API_URL"]
     late = {"approved": True, "approver": "bob", "comment": "meant for staging"}
     late |= {"app": project.app, "environment": "staging", "version": "v2", "step": 0}
-    sent = httpx.post(f"{api}/flow_runs/{prod.run_id}/resume", json={"run_input": late})
+    sent = resume(api, prod.run_id, late)
     assert sent.status_code == 201
     bare = {"approved": True, "approver": "bob", "comment": "no gate named"}
     deadline = time.monotonic() + 60
     while len(ledger.approvals(prod.id)) < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
     _wait_phase(ledger, project.app, "prod", "v2", (Phase.AWAITING_APPROVAL,))
-    httpx.post(f"{api}/flow_runs/{prod.run_id}/resume", json={"run_input": bare})
+    resume(api, prod.run_id, bare)
     while len(ledger.approvals(prod.id)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     refused = ledger.approvals(prod.id)
