@@ -79,15 +79,13 @@ def test_rest_rejection_ends_rejected_and_prod_unchanged(project: Project) -> No
     proc = project.popen("release", "--version", "v2", "--author", "dave")
     dep = _paused(project, proc)
     api = os.environ["PREFECT_API_URL"]
-    body = {
-        "run_input": {
-            "approved": False,
-            "approver": "bob",
-            "comment": "not on a Friday",
-            **{"app": project.app, "environment": "prod", "version": "v2", "step": 0},
-        }
+    decision = {
+        "approved": False,
+        "approver": "bob",
+        "comment": "not on a Friday",
+        **{"app": project.app, "environment": "prod", "version": "v2", "step": 0},
     }
-    answer = resume(api, dep.run_id, body["run_input"])
+    answer = resume(api, dep.run_id, decision)
     assert answer.status_code == 201 and answer.json()["status"] == "ACCEPT"
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1

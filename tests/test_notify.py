@@ -14,7 +14,7 @@ import pytest
 
 from shiplift.ledger import Deployment, open_ledger
 from shiplift.model import Phase
-from tests.support.parts import Project
+from tests.support.parts import Project, resume
 from tests.support.webhook import down_url, receiver
 
 pytestmark = pytest.mark.real
@@ -44,10 +44,7 @@ def _release_approved(project: Project, version: str) -> tuple[Deployment, float
     proc = project.popen("release", "--version", version, "--author", "dave")
     dep = _wait_paused(project, proc, version)
     gate = {"app": project.app, "environment": "prod", "version": version, "step": 0}
-    answer = httpx.post(
-        f"{os.environ['PREFECT_API_URL']}/flow_runs/{dep.run_id}/resume",
-        json={"run_input": {"approved": True, "approver": "alice", **gate}},
-    )
+    answer = resume(os.environ["PREFECT_API_URL"], dep.run_id, {"approved": True, "approver": "alice", **gate})
     assert answer.status_code == 201 and answer.json()["status"] == "ACCEPT", answer.text
     t0 = time.monotonic()
     _, stderr = proc.communicate(timeout=300)
