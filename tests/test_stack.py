@@ -363,10 +363,19 @@ def app_resources(app: str) -> list[str]:
 
 
 def worker_of(stack: Stack, run_id: str) -> str:
-    """The service of the worker that picked the run up (its log names the run)."""
+    """The service of the worker that runs the run. Both workers may log "submitting flow run" for
+    it: they poll the same pool, and the one whose Pending proposal loses logs "Aborted submission"
+    (CI once killed that one, and the run went on untouched on the other)."""
+
+    def runs_it(worker: str) -> bool:
+        log = stack.logs(worker)
+        return (
+            f"submitting flow run '{run_id}'" in log
+            and f"Aborted submission of flow run '{run_id}'" not in log
+        )
 
     def find() -> str | None:
-        return next((w for w in ("worker-1", "worker-2") if run_id in stack.logs(w)), None)
+        return next((w for w in ("worker-1", "worker-2") if runs_it(w)), None)
 
     return str(wait_for(find, 120, f"a worker picking up {run_id}"))
 
