@@ -472,7 +472,7 @@ def bench_concurrent(
         ids = []
         for project in projects:
             deployment: Any = release.to_deployment(
-                name=f"release-{project.app}",
+                name=project.app,  # release/<app>, as shiplift serve and the stack's workers name it
                 parameters={"config_path": str(project.config_path)},
                 # each run started as one engine process, as the compose stack's workers do (not
                 # through Prefect's workspace supervisor, a second process that imports Prefect)

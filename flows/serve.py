@@ -1,10 +1,15 @@
 """Serve shiplift's flows as Prefect deployments from one long-running process.
 
 ``shiplift serve`` calls :func:`serve_flows`; the Prefect UI, the REST API and
-``prefect deployment run`` then start releases, promotions, rollbacks and teardowns. Each database of the
-config adds ``backup-<db>`` (on its ``schedule``), ``drill-<db>`` (on its ``drill_schedule``),
-``restore-<db>`` and ``prune-<db>``; every schedule is a cron in UTC. With ``gitops``, the
-``sync`` deployment runs every ``gitops.interval_seconds`` (default 30 s).
+``prefect deployment run`` then start releases, promotions, rollbacks and teardowns. Every
+deployment is named after the app under its flow — ``release/<app>``, ``promote/<app>``,
+``rollback/<app>``, ``teardown/<app>`` — so the projects of a team share one Prefect server
+without one registration replacing another's (a deployment is one record per flow and name;
+the last ``shiplift serve`` to register ``release/release`` used to own every app's releases).
+Each database of the config adds ``backup/<app>-<db>`` (on its ``schedule``),
+``drill/<app>-<db>`` (on its ``drill_schedule``), ``restore/<app>-<db>`` and
+``prune/<app>-<db>``; every schedule is a cron in UTC. With ``gitops``, ``sync/<app>`` runs
+every ``gitops.interval_seconds`` (default 30 s).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from flows.rollback import rollback
 from flows.sync import sync
 from flows.teardown import teardown
 from shiplift.config import load_config
+from shiplift.served import deployment_name
 
 
 def module_entrypoint(entrypoint: str) -> str:
@@ -49,28 +55,30 @@ def deployments(config_path: str) -> list[Any]:
 
 def _deployments(config_path: str) -> list[Any]:
     path = str(Path(config_path).resolve())
-    out = [
-        release.to_deployment(name="release", parameters={"config_path": path}),
-        promote.to_deployment(name="promote", parameters={"config_path": path}),
-        rollback.to_deployment(name="rollback", parameters={"config_path": path}),
-        teardown.to_deployment(name="teardown", parameters={"config_path": path}),
-    ]
     config = load_config(path)
+    app = config.app
+    out = [
+        release.to_deployment(name=app, parameters={"config_path": path}),
+        promote.to_deployment(name=app, parameters={"config_path": path}),
+        rollback.to_deployment(name=app, parameters={"config_path": path}),
+        teardown.to_deployment(name=app, parameters={"config_path": path}),
+    ]
     if config.gitops is not None:
         out.append(
             sync.to_deployment(
-                name="sync", parameters={"config_path": path}, interval=config.gitops.interval_seconds
+                name=app, parameters={"config_path": path}, interval=config.gitops.interval_seconds
             )
         )
     for db in config.databases:
         params = {"config_path": path, "db": db.name}
+        name = deployment_name(app, db.name)
         out += [
             backup_flow.to_deployment(
-                name=f"backup-{db.name}", parameters={**params, "reason": "scheduled"}, cron=db.schedule
+                name=name, parameters={**params, "reason": "scheduled"}, cron=db.schedule
             ),
-            drill_flow.to_deployment(name=f"drill-{db.name}", parameters=params, cron=db.drill_schedule),
-            restore_flow.to_deployment(name=f"restore-{db.name}", parameters=params),
-            prune_flow.to_deployment(name=f"prune-{db.name}", parameters=params),
+            drill_flow.to_deployment(name=name, parameters=params, cron=db.drill_schedule),
+            restore_flow.to_deployment(name=name, parameters=params),
+            prune_flow.to_deployment(name=name, parameters=params),
         ]
     return out
 

@@ -853,7 +853,7 @@ def trigger(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Start a release on the served `release` deployment through the Prefect REST API (for CI)."""
+    """Start a release on the served `release/<app>` deployment through the Prefect REST API (for CI)."""
     cfg = _load(config)
     if auto_approve:
         _auto_approve_allowed(cfg, [e.name for e in cfg.environments])
@@ -1060,7 +1060,8 @@ def serve(
     config: ConfigOpt = Path("shiplift.yaml"),
     limit: Annotated[int, typer.Option("--limit", help="At most this many flow runs at once.")] = 4,
 ) -> None:
-    """Serve shiplift's flows as Prefect deployments, with each database's backup and drill schedules."""
+    """Serve shiplift's flows as Prefect deployments named after the app (release/<app>, ...), with
+    each database's backup and drill schedules."""
     _load(config)
     _prefect_api(config)
     from flows.serve import serve_flows

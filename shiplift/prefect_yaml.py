@@ -8,18 +8,19 @@ the config stays the one place where a schedule is written, as for ``shiplift se
     python -m shiplift.prefect_yaml --config shiplift.yaml > prefect.yaml
     prefect deploy --all
 
-It registers, on one work pool, the deployments ``shiplift serve`` serves, by the same names:
-``release``, ``promote``, ``rollback``, ``teardown``, and for each database ``backup-<db>`` (on its
-``schedule``), ``drill-<db>`` (on its ``drill_schedule``), ``restore-<db>`` and ``prune-<db>``
-(crons in UTC) — so a team moving from ``shiplift serve`` to a work pool, or to the compose
-stack's workers, finds the same deployments.
+It registers, on one work pool, the deployments ``shiplift serve`` serves, by the same names
+(:mod:`shiplift.served`): ``release/<app>``, ``promote/<app>``, ``rollback/<app>``,
+``teardown/<app>``, and for each database ``backup/<app>-<db>`` (on its ``schedule``),
+``drill/<app>-<db>`` (on its ``drill_schedule``), ``restore/<app>-<db>`` and
+``prune/<app>-<db>`` (crons in UTC) — so a team moving from ``shiplift serve`` to a work pool,
+or to the compose stack's workers, finds the same deployments, and several apps share a pool.
 
 The flows are imported by module path from the shiplift installed on the worker; the pull step
 clones the project's repository (its ``shiplift.yaml``, Dockerfile and source) into the
 worker's empty working directory, and ``config_path`` is the config's path inside that clone.
 ``deployments/prefect.yaml`` in shiplift's repository is this output without a config: every
-flow once (the database named by each run, ``-p db=main``), no schedules, the repository and the
-config path left to environment variables.
+flow once, named ``$SHIPLIFT_APP`` (the database named by each run, ``-p db=main``), no
+schedules, the app, the repository and the config path left to environment variables.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import yaml
 
 from shiplift.config import Config, load_config
 from shiplift.errors import ConfigError, InputError
+from shiplift.served import deployment_name
 
 WORK_POOL = "shiplift"
 FLOWS = (
@@ -46,7 +48,7 @@ FLOWS = (
     ("restore", "flows.backup.restore_flow"),
     ("prune", "flows.backup.prune_flow"),
 )
-"""Deployment name (= flow name) and module-path entrypoint of every flow."""
+"""Flow name and module-path entrypoint of every flow."""
 
 
 def _deployment(name: str, entrypoint: str, work_pool: str, **parameters: Any) -> dict[str, Any]:
@@ -65,6 +67,7 @@ def _cron(cron: str) -> list[dict[str, Any]]:
 def document(
     config: Config | None,
     *,
+    app: str | None = None,
     repository: str,
     config_path: str,
     branch: str | None = None,
@@ -74,9 +77,10 @@ def document(
     """The prefect.yaml document.
 
     With a config: the deployments ``shiplift serve`` serves, by the same names — release,
-    promote, rollback, teardown, and per database ``backup-<db>`` (on its ``schedule``), ``drill-<db>``
-    (on its ``drill_schedule``), ``restore-<db>``, ``prune-<db>``. Without one (the template):
-    one deployment per flow, the database given by each run (``-p db=NAME``), no schedules.
+    promote, rollback, teardown named ``<app>``, and per database backup (on its ``schedule``),
+    drill (on its ``drill_schedule``), restore and prune named ``<app>-<db>``. Without one (the
+    template): one deployment per flow named ``app`` (``{{ $SHIPLIFT_APP }}``), the database
+    given by each run (``-p db=NAME``), no schedules.
     """
     clone: dict[str, Any] = {"id": "clone", "repository": repository}
     if branch:
@@ -84,24 +88,28 @@ def document(
     if credentials:
         clone["access_token"] = "{{ prefect.blocks.secret." + credentials + " }}"
     entry = dict(FLOWS)
+    name = config.app if config else app
+    if name is None:
+        raise ValueError("document(): the app's name, from the config or app=")
     deployments = [
-        _deployment(name, entry[name], work_pool, config_path=config_path)
-        for name in ("release", "promote", "rollback", "teardown")
+        _deployment(name, entry[flow], work_pool, config_path=config_path)
+        for flow in ("release", "promote", "rollback", "teardown")
     ]
     if config is None:
         deployments += [
-            _deployment(name, entry[name], work_pool, config_path=config_path)
-            for name in ("backup", "drill", "restore", "prune")
+            _deployment(name, entry[flow], work_pool, config_path=config_path)
+            for flow in ("backup", "drill", "restore", "prune")
         ]
     if config is not None and config.gitops is not None:
-        sync = _deployment("sync", "flows.sync.sync", work_pool, config_path=config_path)
+        sync = _deployment(name, "flows.sync.sync", work_pool, config_path=config_path)
         every = config.gitops.interval_seconds
         sync["schedules"] = [{"interval": int(every) if every.is_integer() else every}]
         deployments.append(sync)
     for db in config.databases if config else []:
         params = {"config_path": config_path, "db": db.name}
-        backup = _deployment(f"backup-{db.name}", entry["backup"], work_pool, **params, reason="scheduled")
-        drill = _deployment(f"drill-{db.name}", entry["drill"], work_pool, **params)
+        named = deployment_name(name, db.name)
+        backup = _deployment(named, entry["backup"], work_pool, **params, reason="scheduled")
+        drill = _deployment(named, entry["drill"], work_pool, **params)
         if db.schedule:
             backup["schedules"] = _cron(db.schedule)
         if db.drill_schedule:
@@ -109,8 +117,8 @@ def document(
         deployments += [
             backup,
             drill,
-            _deployment(f"restore-{db.name}", entry["restore"], work_pool, **params),
-            _deployment(f"prune-{db.name}", entry["prune"], work_pool, **params),
+            _deployment(named, entry["restore"], work_pool, **params),
+            _deployment(named, entry["prune"], work_pool, **params),
         ]
     return {
         "name": config.app if config else "shiplift",
@@ -131,7 +139,8 @@ TEMPLATE_NOTE = """\
 # The template, without a config: every flow once (a run names its database: -p db=main), no
 # schedules. A project writes its own, with the deployments of `shiplift serve` and the
 # schedules of its shiplift.yaml: python -m shiplift.prefect_yaml --config shiplift.yaml -o prefect.yaml
-# As it is: SHIPLIFT_CONFIG (the config's path in the repository) is read by `prefect deploy`,
+# As it is: SHIPLIFT_APP (the config's app: the deployments are release/<app>, ...) and
+# SHIPLIFT_CONFIG (the config's path in the repository) are read by `prefect deploy`,
 # SHIPLIFT_GIT_URL (the repository to clone) by the worker when a run starts.
 """
 
@@ -185,9 +194,15 @@ TEMPLATE_ARGS = " --template"
 
 def template() -> str:
     """``deployments/prefect.yaml``: no config, so no schedules; the clone's URL and the config's
-    path inside it come from ``SHIPLIFT_GIT_URL`` (read by the worker when it clones) and
-    ``SHIPLIFT_CONFIG`` (read by ``prefect deploy``)."""
-    doc = document(None, repository="{{ $SHIPLIFT_GIT_URL }}", config_path="{{ $SHIPLIFT_CONFIG }}")
+    path inside it come from ``SHIPLIFT_GIT_URL`` (read by the worker when it clones),
+    ``SHIPLIFT_CONFIG`` and ``SHIPLIFT_APP`` (read by ``prefect deploy``, which templates the
+    deployments' names with the environment)."""
+    doc = document(
+        None,
+        app="{{ $SHIPLIFT_APP }}",
+        repository="{{ $SHIPLIFT_GIT_URL }}",
+        config_path="{{ $SHIPLIFT_CONFIG }}",
+    )
     head, _, body = render(doc, TEMPLATE_ARGS).partition("# Flows come")
     return head + TEMPLATE_NOTE + "# Flows come" + body
 

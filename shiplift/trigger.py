@@ -1,4 +1,4 @@
-"""Starting a release on the served ``release`` deployment through the Prefect API.
+"""Starting a release on the app's served ``release/<app>`` deployment through the Prefect API.
 
 The server and credentials are Prefect's settings (:mod:`shiplift.prefect_api`): the active
 profile, ``PREFECT_API_URL``, ``PREFECT_API_KEY``, ``PREFECT_API_AUTH_STRING``.
@@ -6,7 +6,7 @@ profile, ``PREFECT_API_URL``, ``PREFECT_API_KEY``, ``PREFECT_API_AUTH_STRING``.
 The idempotency key is ``<app>:<version>:<git sha>``: the same CI job sent twice starts one
 run. The bare REST equivalent::
 
-    DEP=$(curl -s "$PREFECT_API_URL/deployments/name/release/release" | jq -r .id)
+    DEP=$(curl -s "$PREFECT_API_URL/deployments/name/release/hello" | jq -r .id)   # release/<app>
     curl -s -X POST "$PREFECT_API_URL/deployments/$DEP/create_flow_run" \\
       -H 'Content-Type: application/json' \\
       -d '{"parameters": {"version": "v2", "git_sha": "'$GITHUB_SHA'", "author": "'$GITHUB_ACTOR'"},
@@ -21,8 +21,8 @@ from typing import Any
 
 from shiplift.config import Config
 from shiplift.prefect_api import ApiError, deployment, flow_run, session
+from shiplift.served import full_name
 
-DEPLOYMENT = "release/release"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -52,9 +52,10 @@ def trigger_release(
     if rerun:
         key += f":rerun-{time.time_ns()}"
     with session() as (api, server):
-        dep = deployment(api, DEPLOYMENT)
+        name = full_name("release", config.app)
+        dep = deployment(api, name)
         if dep is None:
-            raise ApiError(f"no deployment {DEPLOYMENT} on {server.url}: start `shiplift serve` first")
+            raise ApiError(f"no deployment {name} on {server.url}: start `shiplift serve` first")
         params: dict[str, Any] = {"version": version, "git_sha": git_sha, "author": author}
         if auto_approve:
             params["auto_approve"] = True

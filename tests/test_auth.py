@@ -76,15 +76,6 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def release_deployment(auth_server: str) -> str:
-    """A ``release/release`` deployment on the server (no worker: a triggered run stays scheduled)."""
-    with _admin(auth_server) as api:
-        flow = api.post("/flows/", json={"name": "release"}).raise_for_status().json()["id"]
-        dep = api.post("/deployments/", json={"name": "release", "flow_id": flow}).raise_for_status().json()
-    return str(dep["id"])
-
-
 @pytest.fixture
 def gate_project(tmp_path: Path) -> Project:
     """A project with two environments and no registry: nothing is built in these tests."""
@@ -92,6 +83,17 @@ def gate_project(tmp_path: Path) -> Project:
     (project.dir / ".shiplift").mkdir(exist_ok=True)
     open_ledger(project.ledger_url())  # migrated once, before two gates open it at the same time
     return project
+
+
+@pytest.fixture
+def release_deployment(auth_server: str, gate_project: Project) -> str:
+    """The project's ``release/<app>`` deployment on the server (no worker: a triggered run stays
+    scheduled)."""
+    with _admin(auth_server) as api:
+        flow = api.post("/flows/", json={"name": "release"}).raise_for_status().json()["id"]
+        body = {"name": gate_project.app, "flow_id": flow}
+        dep = api.post("/deployments/", json=body).raise_for_status().json()
+    return str(dep["id"])
 
 
 class _Admin(httpx.Client):

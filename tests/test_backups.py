@@ -389,21 +389,24 @@ def test_nightly_schedules_exist_on_the_served_deployments(dbproject: Project, t
     api = os.environ["PREFECT_API_URL"]
     with serving(dbproject):
         config_path = str(dbproject.config_path.resolve())
+        db = f"{dbproject.app}-main"
         deadline = time.monotonic() + 60
         while True:
+            flows = {f["id"]: f["name"] for f in httpx.post(f"{api}/flows/filter", json={}).json()}
             found = {
-                d["name"]: d
+                f"{flows.get(d['flow_id'])}/{d['name']}": d
                 for d in httpx.post(f"{api}/deployments/filter", json={"limit": 200}).json()
                 if d["parameters"].get("config_path") == config_path
             }
-            if {"backup-main", "drill-main", "restore-main", "prune-main"} <= set(found):
+            if {f"{flow}/{db}" for flow in ("backup", "drill", "restore", "prune")} <= set(found):
                 break
             assert time.monotonic() < deadline, sorted(found)
             time.sleep(0.5)
     crons = {name: [s["schedule"].get("cron") for s in d["schedules"]] for name, d in found.items()}
-    assert crons["backup-main"] == ["15 2 * * *"] and crons["drill-main"] == ["40 4 * * 0"]
-    assert crons["restore-main"] == [] and crons["prune-main"] == []
-    assert found["backup-main"]["parameters"]["reason"] == "scheduled"
+    # each named after the app and the database: backup/<app>-<db>
+    assert crons[f"backup/{db}"] == ["15 2 * * *"] and crons[f"drill/{db}"] == ["40 4 * * 0"]
+    assert crons[f"restore/{db}"] == [] and crons[f"prune/{db}"] == []
+    assert found[f"backup/{db}"]["parameters"]["reason"] == "scheduled"
 
 
 def test_object_lock_makes_backups_immutable_for_the_retention_set(

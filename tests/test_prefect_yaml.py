@@ -26,15 +26,18 @@ def test_every_flow_is_registered_by_its_module_path() -> None:
     from prefect.utilities.importtools import import_object
 
     doc = yaml.safe_load(template())
-    names = [d["name"] for d in doc["deployments"]]
-    assert names == ["release", "promote", "rollback", "teardown", "backup", "drill", "restore", "prune"]
+    flows = []
     for d in doc["deployments"]:
         flow = import_object(d["entrypoint"])
-        assert isinstance(flow, Flow) and flow.name == d["name"], d["entrypoint"]
+        assert isinstance(flow, Flow), d["entrypoint"]
+        flows.append(flow.name)
+        # every deployment is named after the app: release/<app>, ... (prefect deploy reads it)
+        assert d["name"] == "{{ $SHIPLIFT_APP }}", d
+    assert flows == ["release", "promote", "rollback", "teardown", "backup", "drill", "restore", "prune"]
     assert doc["pull"] == [
         {"prefect.deployments.steps.git_clone": {"id": "clone", "repository": "{{ $SHIPLIFT_GIT_URL }}"}}
     ]
-    assert dict(FLOWS).keys() == set(names)
+    assert dict(FLOWS).keys() == set(flows)
 
 
 def _project(tmp: Path, databases: str = "") -> Path:
@@ -74,25 +77,29 @@ def test_schedules_come_from_the_config_one_per_database(tmp_path: Path) -> None
         "branch": "trunk",
         "access_token": "{{ prefect.blocks.secret.git-token }}",
     }
-    by_name = {d["name"]: d for d in doc["deployments"]}
+    by_name = {f"{import_flow_name(d['entrypoint'])}/{d['name']}": d for d in doc["deployments"]}
+    # each named after the app (and the database): another app's can share the server and the pool
     assert list(by_name) == [
-        "release", "promote", "rollback", "teardown",
-        "backup-main", "drill-main", "restore-main", "prune-main",
-        "backup-audit", "drill-audit", "restore-audit", "prune-audit",
+        "release/hello", "promote/hello", "rollback/hello", "teardown/hello",
+        "backup/hello-main", "drill/hello-main", "restore/hello-main", "prune/hello-main",
+        "backup/hello-audit", "drill/hello-audit", "restore/hello-audit", "prune/hello-audit",
     ]  # fmt: skip
     assert {d["parameters"]["config_path"] for d in by_name.values()} == {"deploy/shiplift.yaml"}
-    assert by_name["backup-main"]["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC"}]
-    assert by_name["backup-main"]["parameters"]["reason"] == "scheduled"
-    assert by_name["drill-main"]["schedules"] == [{"cron": "0 4 * * 0", "timezone": "UTC"}]
-    assert by_name["backup-audit"]["schedules"] == [{"cron": "30 3 * * *", "timezone": "UTC"}]
-    assert "schedules" not in by_name["drill-audit"] and "schedules" not in by_name["release"]
-    assert by_name["restore-audit"]["parameters"] == {"config_path": "deploy/shiplift.yaml", "db": "audit"}
+    assert by_name["backup/hello-main"]["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC"}]
+    assert by_name["backup/hello-main"]["parameters"]["reason"] == "scheduled"
+    assert by_name["drill/hello-main"]["schedules"] == [{"cron": "0 4 * * 0", "timezone": "UTC"}]
+    assert by_name["backup/hello-audit"]["schedules"] == [{"cron": "30 3 * * *", "timezone": "UTC"}]
+    assert "schedules" not in by_name["drill/hello-audit"] and "schedules" not in by_name["release/hello"]
+    assert by_name["restore/hello-audit"]["parameters"] == {
+        "config_path": "deploy/shiplift.yaml",
+        "db": "audit",
+    }
 
     # the same deployments `shiplift serve` serves: names, flows, parameters, schedules
     from flows.serve import deployments
 
     served = {
-        d.name: (
+        f"{d.flow_name}/{d.name}": (
             d.flow_name,
             {**d.parameters, "config_path": "deploy/shiplift.yaml"},
             # serve leaves the timezone to Prefect, whose default is UTC
@@ -101,7 +108,7 @@ def test_schedules_come_from_the_config_one_per_database(tmp_path: Path) -> None
         for d in deployments(str(sub / "shiplift.yaml"))
     }
     written = {
-        d["name"]: (
+        f"{import_flow_name(d['entrypoint'])}/{d['name']}": (
             import_flow_name(d["entrypoint"]),
             d["parameters"],
             [(c["cron"], c["timezone"]) for c in d.get("schedules", [])],

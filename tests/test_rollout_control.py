@@ -216,7 +216,7 @@ def test_promote_full_at_a_pause_skips_the_remaining_steps(project: Project) -> 
 @contextmanager
 def _serving(project: Project) -> Iterator[Path]:
     """`shiplift serve` (as tests/test_serve.py starts it), its output in a log file."""
-    from tests.test_serve import SERVED, _served_for
+    from tests.test_serve import _served_for, served
 
     log = project.dir / "serve.log"
     with log.open("wb") as out:
@@ -229,7 +229,7 @@ def _serving(project: Project) -> Iterator[Path]:
         )
     try:
         deadline = time.monotonic() + 120
-        while SERVED - asyncio.run(_served_for(str(project.config_path.resolve()))):
+        while served(project.app) - asyncio.run(_served_for(str(project.config_path.resolve()))):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
         yield log
@@ -243,7 +243,9 @@ def _serving(project: Project) -> Iterator[Path]:
 def test_a_run_cancelled_through_the_api_mid_canary_ends_as_an_abort(project: Project) -> None:
     ledger = _setup(project, CANARY)
     with _serving(project) as log, Load(project.endpoint("prod"), rate=RATE) as load:
-        run = run_deployment("release/release", parameters={"version": "v2", "auto_approve": True}, timeout=0)
+        run = run_deployment(
+            f"release/{project.app}", parameters={"version": "v2", "auto_approve": True}, timeout=0
+        )
         _wait_for(ledger, project, "reached its long pause", lambda d: d.step_index == 3)
         time.sleep(1)
         with get_client(sync_client=True) as client:

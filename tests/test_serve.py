@@ -23,10 +23,14 @@ from prefect.deployments import run_deployment
 from shiplift.ledger import open_ledger
 from shiplift.model import Phase
 from tests.support.gitrepo import commit_all
-from tests.support.parts import Project
+from tests.support.parts import Project, Registry, make_project, remove_app
 
 pytestmark = pytest.mark.real
-SERVED = {"release/release", "promote/promote", "rollback/rollback"}
+
+
+def served(app: str) -> set[str]:
+    """Three of the deployments `shiplift serve` registers for ``app``: each named after the app."""
+    return {f"release/{app}", f"promote/{app}", f"rollback/{app}"}
 
 
 async def _served_for(config_path: str) -> set[str]:
@@ -57,7 +61,7 @@ def serving(project: Project) -> Iterator[subprocess.Popen[bytes]]:
     try:
         deadline = time.monotonic() + 120
         config_path = str(project.config_path.resolve())
-        while SERVED - asyncio.run(_served_for(config_path)):
+        while served(project.app) - asyncio.run(_served_for(config_path)):
             assert proc.poll() is None, "shiplift serve exited"
             assert time.monotonic() < deadline, "the deployments never appeared"
             time.sleep(0.5)
@@ -84,7 +88,7 @@ def test_a_release_started_through_the_api_runs_on_the_served_deployment(project
     project.write_config(doc)
     with serving(project):
         run = run_deployment(
-            "release/release",
+            f"release/{project.app}",
             parameters={"version": "v1", "auto_approve": True},
             timeout=600,
             poll_interval=1,
@@ -114,6 +118,64 @@ def test_the_same_ci_trigger_twice_starts_one_run(project: Project) -> None:
     assert project.version_at("dev") == "v1"
     deployments = open_ledger(project.ledger_url()).history(project.app)
     assert [(d.version, d.run_id) for d in deployments] == [("v1", one["run_id"])]
+
+
+def test_two_apps_served_on_one_server_each_release_their_own(
+    project: Project, tmp_path: Path, registry: Registry
+) -> None:
+    """Issue 17: two projects served on one Prefect server, each deployment named after its app
+    (``release/<app>``). A release triggered for each, both at once, runs that project's config
+    and lands in that project's ledger. (Named ``release/release`` both, the second registration
+    replaced the first's ``config_path``: both releases would have run the second project.)"""
+    other = make_project(tmp_path / "other", f"t{uuid.uuid4().hex[:8]}", registry.address, envs=("dev",))
+    try:
+        versions = {project.app: "v1", other.app: "v2"}
+        shas = {}
+        for p in (project, other):
+            doc = p.config()
+            doc["environments"] = doc["environments"][:1]
+            p.write_config(doc)
+            shas[p.app] = commit_all(p.dir)
+        with serving(project), serving(other):
+            started = {
+                p.app: p.shiplift(
+                    "trigger",
+                    "--version",
+                    versions[p.app],
+                    "--git-sha",
+                    shas[p.app],
+                    "--auto-approve",
+                    "--json",
+                )
+                for p in (project, other)
+            }
+            for p in (project, other):  # the same key again, with --wait: the same run, followed to its end
+                done = p.shiplift(
+                    "trigger", "--version", versions[p.app], "--git-sha", shas[p.app], "--auto-approve", "--wait",
+                    "--json",
+                )  # fmt: skip
+                assert done.returncode == 0, done.stderr + serve_log(p)
+                assert json.loads(done.stdout)["run_id"] == json.loads(started[p.app].stdout)["run_id"]
+                assert json.loads(done.stdout)["state"] == "COMPLETED"
+
+            async def release_deployments() -> dict[str, Any]:
+                async with get_client() as client:
+                    return {
+                        p.app: await client.read_deployment_by_name(f"release/{p.app}")
+                        for p in (project, other)
+                    }
+
+            found = asyncio.run(release_deployments())
+        for p in (project, other):
+            run_id = json.loads(started[p.app].stdout)["run_id"]
+            assert found[p.app].parameters["config_path"] == str(p.config_path.resolve())
+            run = httpx.get(f"{os.environ['PREFECT_API_URL']}/flow_runs/{run_id}").json()
+            assert run["deployment_id"] == str(found[p.app].id), f"{p.app}'s run is on release/{p.app}"
+            assert p.version_at("dev") == versions[p.app]
+            [dep] = open_ledger(p.ledger_url()).history(p.app)
+            assert (dep.version, dep.run_id, dep.phase) == (versions[p.app], run_id, Phase.SUCCEEDED)
+    finally:
+        remove_app(other.app)
 
 
 def test_serving_process_killed_while_waiting_then_rerun_keeps_the_approvals(project: Project) -> None:
@@ -239,9 +301,10 @@ def test_prefect_deploy_works_from_deployments_prefect_yaml(project: Project, tm
 
     found = asyncio.run(registered())
     # the deployments `shiplift serve` serves, by the same names
+    app, db = project.app, f"{project.app}-main"
     assert set(found) == {
-        "release/release", "promote/promote", "rollback/rollback", "teardown/teardown",
-        "backup/backup-main", "drill/drill-main", "restore/restore-main", "prune/prune-main",
+        f"release/{app}", f"promote/{app}", f"rollback/{app}", f"teardown/{app}",
+        f"backup/{db}", f"drill/{db}", f"restore/{db}", f"prune/{db}",
     }  # fmt: skip
     assert {d.parameters.get("config_path") for d in found.values()} == {"shiplift.yaml"}
     schedules = {
@@ -249,10 +312,10 @@ def test_prefect_deploy_works_from_deployments_prefect_yaml(project: Project, tm
     }
     assert schedules == {
         **{name: [] for name in found},
-        "backup/backup-main": [("17 2 * * *", "UTC")],
-        "drill/drill-main": [("43 4 * * 0", "UTC")],
+        f"backup/{db}": [("17 2 * * *", "UTC")],
+        f"drill/{db}": [("43 4 * * 0", "UTC")],
     }
-    assert found["backup/backup-main"].pull_steps == [
+    assert found[f"backup/{db}"].pull_steps == [
         {
             "prefect.deployments.steps.git_clone": {
                 "id": "clone",
@@ -265,7 +328,7 @@ def test_prefect_deploy_works_from_deployments_prefect_yaml(project: Project, tm
     async def start_backup() -> str:
         async with PrefectClient(os.environ["PREFECT_API_URL"]) as client:
             run = await client.create_flow_run_from_deployment(
-                found["backup/backup-main"].id, parameters={"reason": "manual"}
+                found[f"backup/{db}"].id, parameters={"reason": "manual"}
             )
             return str(run.id)
 

@@ -261,7 +261,7 @@ def stack(
     ).create_bucket(Bucket=s.bucket)
     with s.api() as api:
         wait_for(
-            lambda: api.get("/deployments/name/backup/backup-shop").status_code == 200, 300, "deployments"
+            lambda: api.get(f"/deployments/name/backup/{project.app}-shop").status_code == 200, 300, "deployments"
         )
     try:
         yield s
@@ -292,7 +292,7 @@ def wait_for(check: Any, timeout: float, what: str, pause: float = 1.0) -> Any:
 
 def start_release(api: httpx.Client, stack: Stack, version: str, **params: Any) -> str:
     """Start a release of the project's HEAD as CI does (shiplift.trigger's REST calls): its run id."""
-    dep = api.get("/deployments/name/release/release")
+    dep = api.get(f"/deployments/name/release/{stack.project.app}")  # release/<app>
     dep.raise_for_status()
     run = api.post(
         f"/deployments/{dep.json()['id']}/create_flow_run",
@@ -386,7 +386,7 @@ def worker_of(stack: Stack, run_id: str) -> str:
 def test_a_ci_release_through_the_rest_api_then_approved_by_the_resume_call(stack: Stack) -> None:
     app = stack.project.app
     with httpx.Client(base_url=stack.api_url, timeout=30) as anonymous:
-        assert anonymous.get("/deployments/name/release/release").status_code == 401, "basic auth is on"
+        assert anonymous.get(f"/deployments/name/release/{app}").status_code == 401, "basic auth is on"
     with stack.api() as api:
         run_id = start_release(api, stack, "v1")
         wait_state(api, run_id, {"PAUSED"})
@@ -404,7 +404,7 @@ def test_a_ci_release_through_the_rest_api_then_approved_by_the_resume_call(stac
 
 def test_a_scheduled_backup_runs_on_a_worker_and_its_drill_passes(stack: Stack) -> None:
     with stack.api() as api:
-        dep = api.get("/deployments/name/backup/backup-shop").json()
+        dep = api.get(f"/deployments/name/backup/{stack.project.app}-shop").json()
         assert [s["schedule"]["cron"] for s in dep["schedules"]] == ["* * * * *"]
 
         def completed_scheduled_run() -> str | None:
@@ -424,7 +424,7 @@ def test_a_scheduled_backup_runs_on_a_worker_and_its_drill_passes(stack: Stack) 
         api.post(f"/deployments/{dep['id']}/pause_deployment").raise_for_status()  # enough load
         worker_of(stack, backup_run)
 
-        drill = api.get("/deployments/name/drill/drill-shop").json()
+        drill = api.get(f"/deployments/name/drill/{stack.project.app}-shop").json()
         run = api.post(f"/deployments/{drill['id']}/create_flow_run", json={"parameters": {}}).json()
         assert wait_state(api, str(run["id"]), FINAL, timeout=300) == "COMPLETED"
     [record] = stack.ledger().drills(stack.project.app, "shop")
@@ -501,9 +501,9 @@ def test_a_worker_killed_mid_release_the_same_run_resumes_on_the_other(stack: St
         assert names[crashed + 1] == "AwaitingRetry", names
         assert run["run_count"] == 2, "the same run, run a second time"
         automations = [a["name"] for a in api.post("/automations/filter", json={}).json()]
-        assert sorted(a for a in automations if a.startswith(f"shiplift {POOL}:")) == [
-            f"shiplift {POOL}: crash a flow run that stopped beating",
-            f"shiplift {POOL}: resume a release whose worker died",
+        assert sorted(a for a in automations if a.startswith(f"shiplift {POOL} ")) == [
+            f"shiplift {POOL} {app}: crash a flow run that stopped beating",
+            f"shiplift {POOL} {app}: resume a release whose worker died",
         ], "one of each, though both workers registered them"
         assert run_id in stack.logs_since(survivor, killed_at), f"{survivor} ran it after the kill"
         assert run_id not in stack.logs_since(killed, killed_at)

@@ -1,14 +1,16 @@
 """A worker of the compose stack: register shiplift's deployments on the work pool, then poll it.
 
 First it creates the process work pool ``SHIPLIFT_WORK_POOL`` when missing and applies the
-deployments ``shiplift serve`` would serve for ``SHIPLIFT_CONFIG`` (release, promote, rollback,
-and backup/drill/restore/prune per database, with the config's schedules) to that pool. Both are
-upserts: two workers starting at once, or a worker restarted after the config changed, leave one
-set of deployments. The flows are imported by module path (``flows.release.release``) from the
-installed shiplift, so a run needs no code download.
+deployments ``shiplift serve`` would serve for ``SHIPLIFT_CONFIG`` (``release/<app>``,
+``promote/<app>``, ``rollback/<app>``, …, and backup/drill/restore/prune ``<app>-<db>`` per
+database, with the config's schedules) to that pool. Both are upserts: two workers starting at
+once, or a worker restarted after the config changed, leave one set of deployments; workers of
+other apps on the same pool register their own. The flows are imported by module path
+(``flows.release.release``) from the installed shiplift, so a run needs no code download.
 
-It also registers, as upserts too, two Prefect automations that resume a release whose worker
-died (``docker kill``, a lost machine) on another worker, with no one starting it again:
+It also registers, as upserts too and one pair per app, two Prefect automations that resume a
+release whose worker died (``docker kill``, a lost machine) on another worker, with no one
+starting it again:
 
 - *crash a silent run*: a run of these deployments whose process sent no
   ``prefect.flow-run.heartbeat`` event (nor any other event of the run) for
@@ -73,11 +75,12 @@ SILENT = "shiplift: no heartbeat from the flow run for"
 
 
 def automations(
-    pool: str, ids: list[UUID], release_id: UUID, silent_seconds: int, resumes: int
+    pool: str, app: str, ids: list[UUID], release_id: UUID, silent_seconds: int, resumes: int
 ) -> list[AutomationCore]:
-    """The two automations of the module docstring, for the deployments ``ids`` on ``pool``."""
+    """The two automations of the module docstring, for the deployments ``ids`` of ``app`` on
+    ``pool`` (named after both: another app's worker on the pool keeps its own pair)."""
     crash = AutomationCore(
-        name=f"shiplift {pool}: crash a flow run that stopped beating",
+        name=f"shiplift {pool} {app}: crash a flow run that stopped beating",
         description="A run of shiplift's deployments on work pool "
         f"{pool} whose process sent no event for {silent_seconds}s died with its worker.",
         enabled=True,
@@ -105,7 +108,7 @@ def automations(
         ],
     )
     resume = AutomationCore(
-        name=f"shiplift {pool}: resume a release whose worker died",
+        name=f"shiplift {pool} {app}: resume a release whose worker died",
         description=f"A release crashed for missing heartbeats runs again (attempts 1 to {resumes} "
         "only) on a worker of the pool, and takes over the deployment it left unfinished.",
         enabled=True,
@@ -152,11 +155,11 @@ async def upsert_automation(client: PrefectClient, automation: AutomationCore) -
             await client.delete_automation(other.id)
 
 
-async def ensure_automations(pool: str, ids: list[UUID], release_id: UUID) -> None:
+async def ensure_automations(pool: str, app: str, ids: list[UUID], release_id: UUID) -> None:
     silent = int(os.environ.get("SHIPLIFT_CRASHED_AFTER_SECONDS", "90"))
     resumes = int(os.environ.get("SHIPLIFT_RESUMES", "2"))
     async with get_client() as client:
-        for automation in automations(pool, ids, release_id, silent, resumes):
+        for automation in automations(pool, app, ids, release_id, silent, resumes):
             await upsert_automation(client, automation)
 
 
@@ -165,7 +168,7 @@ ENGINE_COMMAND = f"{sys.executable} -m prefect.engine"
 
 def register(config: str, pool: str) -> None:
     asyncio.run(ensure_pool(pool))
-    names, ids, release_id = [], [], None
+    names, ids, release_id, app = [], [], None, ""
     for deployment in deployments(config):
         # each run is one engine process (the code is in this image): without a command, Prefect's
         # process worker starts its workspace supervisor first, a second process importing Prefect
@@ -175,11 +178,14 @@ def register(config: str, pool: str) -> None:
         names.append(f"{deployment.flow_name}/{deployment.name}")
         ids.append(deployment_id)
         if deployment.flow_name == "release":
-            release_id = deployment_id
+            release_id, app = deployment_id, deployment.name  # release/<app>
     print(f"registered on work pool {pool}: {', '.join(names)}", flush=True)
     if release_id is not None:
-        asyncio.run(ensure_automations(pool, ids, release_id))
-        print(f"registered the automations that resume a release whose worker died on {pool}", flush=True)
+        asyncio.run(ensure_automations(pool, app, ids, release_id))
+        print(
+            f"registered the automations that resume a release of {app} whose worker died on {pool}",
+            flush=True,
+        )
 
 
 def _stop(signum: int, _frame: object) -> None:
