@@ -347,11 +347,11 @@ def test_the_sync_deployment_runs_on_the_interval_served_and_in_prefect_yaml(tmp
         "environments: [{name: prod, port: 18084}]\n"
         "gitops: {repo: 'file:///srv/envs.git', interval_seconds: 20}\n"
     )
-    served = {d.name: d for d in deployments(str(path))}
-    assert served["sync"].schedules[0].schedule.interval == timedelta(seconds=20)
+    served = {f"{d.flow_name}/{d.name}": d for d in deployments(str(path))}
+    assert served["sync/hello"].schedules[0].schedule.interval == timedelta(seconds=20)  # sync/<app>
     doc = document(load_config(path), repository="file:///x", config_path="shiplift.yaml")
-    (sync,) = [d for d in doc["deployments"] if d["name"] == "sync"]
-    assert sync["entrypoint"] == "flows.sync.sync" and sync["schedules"] == [{"interval": 20}]
+    (sync,) = [d for d in doc["deployments"] if d["entrypoint"] == "flows.sync.sync"]
+    assert sync["name"] == "hello" and sync["schedules"] == [{"interval": 20}]
 
 
 def test_a_token_in_the_repository_url_never_reaches_the_message(tmp_path: Path) -> None:
