@@ -35,7 +35,7 @@ import yaml
 
 from shiplift.config import Config, load_config
 from shiplift.errors import ConfigError, InputError
-from shiplift.served import deployment_name
+from shiplift.served import DATABASE_FLOWS, deployment_name
 
 WORK_POOL = "shiplift"
 FLOWS = (
@@ -97,8 +97,7 @@ def document(
     ]
     if config is None:
         deployments += [
-            _deployment(name, entry[flow], work_pool, config_path=config_path)
-            for flow in ("backup", "drill", "restore", "prune")
+            _deployment(name, entry[flow], work_pool, config_path=config_path) for flow in DATABASE_FLOWS
         ]
     if config is not None and config.gitops is not None:
         sync = _deployment(name, "flows.sync.sync", work_pool, config_path=config_path)

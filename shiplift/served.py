@@ -12,10 +12,8 @@ them by these names; ``shiplift trigger`` and the REST call of the README look t
 
 from __future__ import annotations
 
-APP_FLOWS = ("release", "promote", "rollback", "teardown", "sync")
-"""The flows with one deployment per app."""
 DATABASE_FLOWS = ("backup", "drill", "restore", "prune")
-"""The flows with one deployment per database of the app."""
+"""The flows with one deployment per database of the app; every other flow has one per app."""
 
 
 def deployment_name(app: str, db: str | None = None) -> str:
@@ -25,6 +23,4 @@ def deployment_name(app: str, db: str | None = None) -> str:
 
 def full_name(flow: str, app: str, db: str | None = None) -> str:
     """``<flow>/<deployment>``, as Prefect's API, CLI and UI name a deployment."""
-    if (flow in DATABASE_FLOWS) != (db is not None):
-        raise ValueError(f"{flow}: a database is {'required' if flow in DATABASE_FLOWS else 'not taken'}")
     return f"{flow}/{deployment_name(app, db)}"

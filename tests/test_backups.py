@@ -7,6 +7,7 @@ not be.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -376,7 +377,7 @@ def test_a_real_restore_waits_for_approval_and_keeps_a_safety_backup(
 
 def test_nightly_schedules_exist_on_the_served_deployments(dbproject: Project, tmp_path: Path) -> None:
     """Acceptance f: `shiplift serve` registers backup and drill deployments with the configured cron."""
-    from tests.test_serve import serving
+    from tests.test_serve import _served_for, serving
 
     path = _sqlite_app(tmp_path, rows=5)
     with_database(
@@ -386,27 +387,21 @@ def test_nightly_schedules_exist_on_the_served_deployments(dbproject: Project, t
         schedule="15 2 * * *",
         drill_schedule="40 4 * * 0",
     )
-    api = os.environ["PREFECT_API_URL"]
     with serving(dbproject):
         config_path = str(dbproject.config_path.resolve())
         db = f"{dbproject.app}-main"
         deadline = time.monotonic() + 60
         while True:
-            flows = {f["id"]: f["name"] for f in httpx.post(f"{api}/flows/filter", json={}).json()}
-            found = {
-                f"{flows.get(d['flow_id'])}/{d['name']}": d
-                for d in httpx.post(f"{api}/deployments/filter", json={"limit": 200}).json()
-                if d["parameters"].get("config_path") == config_path
-            }
+            found = asyncio.run(_served_for(config_path))
             if {f"{flow}/{db}" for flow in ("backup", "drill", "restore", "prune")} <= set(found):
                 break
             assert time.monotonic() < deadline, sorted(found)
             time.sleep(0.5)
-    crons = {name: [s["schedule"].get("cron") for s in d["schedules"]] for name, d in found.items()}
+    crons = {name: [s.schedule.cron for s in d.schedules] for name, d in found.items()}
     # each named after the app and the database: backup/<app>-<db>
     assert crons[f"backup/{db}"] == ["15 2 * * *"] and crons[f"drill/{db}"] == ["40 4 * * 0"]
     assert crons[f"restore/{db}"] == [] and crons[f"prune/{db}"] == []
-    assert found[f"backup/{db}"]["parameters"]["reason"] == "scheduled"
+    assert found[f"backup/{db}"].parameters["reason"] == "scheduled"
 
 
 def test_object_lock_makes_backups_immutable_for_the_retention_set(

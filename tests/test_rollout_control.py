@@ -229,7 +229,7 @@ def _serving(project: Project) -> Iterator[Path]:
         )
     try:
         deadline = time.monotonic() + 120
-        while served(project.app) - asyncio.run(_served_for(str(project.config_path.resolve()))):
+        while served(project.app) - set(asyncio.run(_served_for(str(project.config_path.resolve())))):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
         yield log

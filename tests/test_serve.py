@@ -33,13 +33,13 @@ def served(app: str) -> set[str]:
     return {f"release/{app}", f"promote/{app}", f"rollback/{app}"}
 
 
-async def _served_for(config_path: str) -> set[str]:
-    """Names of the deployments whose config_path is this project's."""
+async def _served_for(config_path: str) -> dict[str, Any]:
+    """The deployments whose config_path is this project's, by ``<flow>/<name>``."""
     async with get_client() as client:
         deployments = await client.read_deployments()
         flows = {f.id: f.name for f in await client.read_flows()}
     return {
-        f"{flows.get(d.flow_id)}/{d.name}"
+        f"{flows.get(d.flow_id)}/{d.name}": d
         for d in deployments
         if d.parameters.get("config_path") == config_path
     }
@@ -61,7 +61,7 @@ def serving(project: Project) -> Iterator[subprocess.Popen[bytes]]:
     try:
         deadline = time.monotonic() + 120
         config_path = str(project.config_path.resolve())
-        while served(project.app) - asyncio.run(_served_for(config_path)):
+        while served(project.app) - set(asyncio.run(_served_for(config_path))):
             assert proc.poll() is None, "shiplift serve exited"
             assert time.monotonic() < deadline, "the deployments never appeared"
             time.sleep(0.5)
